@@ -1,0 +1,6 @@
+"""psyling: artificial psycholinguistics -- human sentence-processing experiments run on language models."""
+__version__ = "0.1.0"
+
+from .api import RunResult, run  # noqa: E402
+
+__all__ = ["RunResult", "__version__", "run"]

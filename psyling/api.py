@@ -1,0 +1,144 @@
+"""The Python API: ``psyling.run(...)`` scores stimulus sets with a model and returns the tidy tables."""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .errors import PsylingError
+from .measures import REGION_COLUMNS, TOKEN_COLUMNS, WORD_COLUMNS, surprisal_tables
+from .models import DEFAULT_MODEL, LanguageModel, ScoreRequest, Scorer, load_model
+from .report import write_run
+from .stats import PREDICTION_COLUMNS, evaluate_predictions, summarise
+from .stimuli import StimulusSet, battery_files, load_stimuli
+
+MEASURES = ("surprisal", "surprisal_raw")
+INVARIANCE_SAMPLE = 8
+
+
+@dataclass
+class RunResult:
+    """Everything a run produces; ``errors`` lists (one line each) files or sets that were not scored."""
+    tokens: pd.DataFrame
+    words: pd.DataFrame
+    regions: pd.DataFrame
+    predictions: pd.DataFrame
+    summary: pd.DataFrame
+    manifest: dict[str, Any]
+    errors: list[str] = field(default_factory=list)
+
+    def save(self, out: Union[str, Path]) -> Path:
+        """Write the run directory (manifest, tokens, words, regions, predictions, summary)."""
+        out = Path(out)
+        write_run(out, self.manifest, {"tokens": self.tokens, "words": self.words, "regions": self.regions,
+                                       "predictions": self.predictions}, self.summary)
+        return out
+
+
+def _requests(stim: StimulusSet) -> list[ScoreRequest]:
+    return [ScoreRequest((stim.name, item.id, c), item.conditions[c].text, item.conditions[c].prefix)
+            for item in stim.items for c in stim.conditions]
+
+
+def _invariance(scorer: Scorer, requests: list[ScoreRequest], reference: dict) -> dict[str, Any]:
+    """Re-score a sample one at a time and report the largest token-level difference in bits."""
+    sample = requests[:INVARIANCE_SAMPLE]
+    counters = scorer.n_tokens, scorer.seconds  # the check is not part of the run's throughput
+    alone = scorer.score(sample, batch_size=1, progress=False)
+    scorer.n_tokens, scorer.seconds = counters
+    diff = max(float(np.max(np.abs(a.logprob - reference[a.request.key].logprob))) for a in alone) / math.log(2)
+    return {"n_sequences": len(sample), "compared": f"batch size {scorer.batch_size} vs 1",
+            "max_abs_diff_bits": diff, "passed": diff <= 1e-4}
+
+
+def _environment() -> dict[str, str]:
+    import torch
+    import transformers
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "platform": platform.platform()}
+
+
+def run(model: Union[str, LanguageModel] = DEFAULT_MODEL, stimuli: Sequence[Union[str, Path]] = (),
+        battery: Optional[str] = None, out: Union[str, Path, None] = None, *, batch_size: int = 32,
+        device: str = "cpu", dtype: str = "float32", context_token: Union[str, int, None] = None,
+        padding_side: str = "right", measure: str = "surprisal", trust_remote_code: bool = False,
+        revision: Optional[str] = None, progress: bool = True) -> RunResult:
+    """Score stimulus files and/or a battery with a model; write the run directory when ``out`` is given.
+
+    A stimulus file that fails to load, or a set that cannot be aligned, is reported in ``errors`` and the
+    other sets are still scored."""
+    started = time.perf_counter()
+    if measure not in MEASURES:
+        raise PsylingError(f"unknown prediction measure {measure!r} (choose from {', '.join(MEASURES)})")
+    paths = [Path(p) for p in stimuli] + (battery_files(battery) if battery else [])
+    if not paths:
+        raise PsylingError("nothing to score: give stimulus paths or a battery")
+    loaded = load_stimuli(paths)
+    if not loaded.sets:
+        raise PsylingError("no stimulus set could be loaded:\n" + "\n".join(loaded.errors))
+    t0 = time.perf_counter()
+    lm = model if isinstance(model, LanguageModel) else load_model(
+        model, dtype=dtype, device=device, trust_remote_code=trust_remote_code, revision=revision)
+    load_seconds = time.perf_counter() - t0
+    scorer = Scorer(lm, context_token=context_token, batch_size=batch_size, padding_side=padding_side,
+                    progress=progress)
+    errors = list(loaded.errors)
+    parts: dict[str, list[pd.DataFrame]] = {"tokens": [], "words": [], "regions": [], "predictions": []}
+    scored_sets: list[StimulusSet] = []
+    invariance = None
+    for stim in loaded.sets:
+        try:
+            requests = _requests(stim)
+            scores = {s.request.key: s for s in scorer.score(requests)}
+            tokens, words, regions = surprisal_tables(stim, scores, scorer.markers, lm.tokenizer)
+        except PsylingError as exc:
+            errors.append(f"{stim.source}: {exc}")
+            continue
+        if invariance is None:
+            invariance = _invariance(scorer, requests, scores)
+        parts["tokens"].append(tokens)
+        parts["words"].append(words)
+        parts["regions"].append(regions)
+        parts["predictions"].append(evaluate_predictions(stim, regions, measure))
+        scored_sets.append(stim)
+    columns = {"tokens": TOKEN_COLUMNS, "words": WORD_COLUMNS, "regions": REGION_COLUMNS,
+               "predictions": PREDICTION_COLUMNS}
+    tables = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame(columns=columns[k])
+              for k, v in parts.items()}
+    summary = summarise(tables["predictions"], scored_sets)
+    settings = scorer.settings()
+    manifest = {
+        "psyling_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": lm.info,
+        "tokenizer": {**settings["tokenizer"], "context_token": settings["context_token"]},
+        "settings": {
+            "batch_size": batch_size, "padding_side": padding_side, "dtype": lm.info.get("dtype", dtype),
+            "device": str(lm.device), "units": {"surprisal": "bits", "logprob": "nats"},
+            "word_correction": "pimentel-meister-2024" if scorer.markers.family else "none (no word-boundary tokens)",
+            "words": "whitespace-delimited; punctuation stays attached",
+            "prediction_measure": measure, "context_token": settings["context_token"],
+        },
+        "stimuli": {"battery": battery, "paths": [str(p) for p in stimuli], "files": loaded.files,
+                    "sets": [{"name": s.name, "source": s.source, "n_items": len(s.items),
+                              "conditions": list(s.conditions)} for s in scored_sets],
+                    "errors": errors},
+        "timings": {"load_model_s": round(load_seconds, 3), "scoring_s": round(scorer.seconds, 3),
+                    "tokens_scored": scorer.n_tokens,
+                    "tokens_per_s": round(scorer.n_tokens / scorer.seconds, 1) if scorer.seconds else None,
+                    "total_s": round(time.perf_counter() - started, 3)},
+        "invariance_check": invariance,
+        "environment": _environment(),
+    }
+    result = RunResult(**tables, summary=summary, manifest=manifest, errors=errors)
+    if out is not None:
+        result.save(out)
+    return result

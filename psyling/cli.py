@@ -1,0 +1,100 @@
+"""Command line: ``psyling run`` and ``psyling validate`` (thin wrappers over the API)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import PsylingError
+from .models import DEFAULT_MODEL, EMBEDDED
+
+USER_ERROR = 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .api import run
+    from .report import format_summary
+
+    if not args.stimuli and not args.battery:
+        raise PsylingError("give stimulus paths with --stimuli or a battery with --battery")
+    result = run(args.model, args.stimuli or (), args.battery, args.out, batch_size=args.batch_size,
+                 device=args.device, dtype=args.dtype, context_token=args.context_token,
+                 padding_side=args.padding_side, measure=args.measure, trust_remote_code=args.trust_remote_code,
+                 revision=args.revision, progress=not args.quiet)
+    print(format_summary(result.summary))
+    check = result.manifest["invariance_check"] or {}
+    timing = result.manifest["timings"]
+    print(f"\n{timing['tokens_scored']} tokens in {timing['scoring_s']:.1f} s; batch-size invariance "
+          f"max |diff| {check.get('max_abs_diff_bits', float('nan')):.1e} bits; outputs in {args.out}")
+    for line in result.errors:
+        print(f"psyling: skipped: {line}", file=sys.stderr)
+    return USER_ERROR if result.errors else 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .stimuli import load_stimuli
+
+    loaded = load_stimuli([Path(p) for p in args.paths])
+    for stim in loaded.sets:
+        print(f"ok  {stim.name}: {len(stim.items)} items x {len(stim.conditions)} conditions, "
+              f"{len(stim.regions)} regions, {len(stim.predictions)} predictions ({stim.source})")
+    for line in loaded.errors:
+        print(f"psyling: error: {line}", file=sys.stderr)
+    print(f"{len(loaded.sets)} valid, {len(loaded.errors)} invalid")
+    return USER_ERROR if loaded.errors else 0
+
+
+def _models(_: argparse.Namespace) -> int:
+    for alias, emb in EMBEDDED.items():
+        default = " (default)" if alias == DEFAULT_MODEL else ""
+        print(f"{alias:<14} {emb.description}{default}; package {emb.pip}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="psyling", description="Artificial psycholinguistics test suite.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="score stimulus sets with a model and write a run directory")
+    run.add_argument("--model", default=DEFAULT_MODEL,
+                     help=f"alias ({', '.join(EMBEDDED)}), local folder, .gguf file or Hugging Face id "
+                          f"(default {DEFAULT_MODEL})")
+    run.add_argument("--stimuli", nargs="+", metavar="PATH", help="stimulus files or folders")
+    run.add_argument("--battery", help="a named battery (stimuli/batteries/NAME.yaml), e.g. core")
+    run.add_argument("--out", required=True, type=Path, help="run directory to write")
+    run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ... (default cpu)")
+    run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    run.add_argument("--context-token", help="token before each stimulus: bos, eos, an id or a token "
+                                             "(default: BOS if the tokenizer has one, else EOS)")
+    run.add_argument("--padding-side", default="right", choices=["right", "left"])
+    run.add_argument("--measure", default="surprisal", choices=["surprisal", "surprisal_raw"],
+                     help="region statistic the predictions use (default: corrected word surprisal)")
+    run.add_argument("--revision", help="model revision (hub models)")
+    run.add_argument("--trust-remote-code", action="store_true", help="allow a model's own code (off by default)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=_run)
+    validate = sub.add_parser("validate", help="check stimulus files; one line per problem")
+    validate.add_argument("paths", nargs="+", help="stimulus files or folders")
+    validate.set_defaults(func=_validate)
+    models = sub.add_parser("models", help="list the embedded offline models")
+    models.set_defaults(func=_models)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(format="psyling: %(message)s", level=logging.WARNING)
+    try:
+        return args.func(args)
+    except PsylingError as exc:
+        print(f"psyling: error: {exc}", file=sys.stderr)
+        return USER_ERROR
+    except KeyboardInterrupt:
+        print("psyling: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Token, word and region surprisal tables (bits) from token scores.
+
+Word surprisal follows Pimentel & Meister (2024): for a word whose first token is word-initial (in the BOW
+set), add log P(BOW or EOS) before it; for the first word of a text (no leading space), add log P(not BOW)
+before it; always subtract log P(BOW or EOS) after its last token. ``surprisal_raw`` is the plain sum of token
+surprisals. Regions sum their words."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+
+from ..errors import AlignmentError
+from ..models.scoring import TokenScores
+from ..models.vocab import WordMarkers
+from ..stimuli.schema import StimulusSet
+from .alignment import align
+
+LN2 = math.log(2.0)
+TOKEN_COLUMNS = ["set", "item", "condition", "token_index", "token_id", "token", "char_start", "char_end",
+                 "word_index", "region", "logprob", "surprisal"]
+WORD_COLUMNS = ["set", "item", "condition", "word_index", "word", "region", "surprisal", "surprisal_raw",
+                "n_tokens"]
+REGION_COLUMNS = ["set", "item", "condition", "region_number", "region", "text", "surprisal", "surprisal_raw",
+                  "n_tokens"]
+
+
+def word_surprisals(scores: TokenScores, token_word: list[int], n_words: int, markers: WordMarkers,
+                    where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(corrected, raw) surprisal in bits per word."""
+    raw = np.zeros(n_words)
+    for t, w in enumerate(token_word):
+        raw[w] -= scores.logprob[t]
+    if markers.family is None:  # no word-boundary tokens: the correction is undefined
+        return raw / LN2, raw / LN2
+    first_tok = {w: t for t, w in reversed(list(enumerate(token_word)))}
+    last_tok = {w: t for t, w in enumerate(token_word)}
+    corrected = raw.copy()
+    for w in range(n_words):
+        t0 = first_tok[w]
+        if bool(markers.bow[scores.token_ids[t0]]):
+            corrected[w] += scores.log_bow[t0]
+        elif w == 0 and not scores.request.prefix:
+            corrected[w] += scores.log_nonbow_first
+        else:
+            raise AlignmentError(f"{where}: word {w} begins with a token that is not word-initial "
+                                 f"({scores.token_ids[t0]}); the word correction is undefined here")
+        corrected[w] -= scores.log_bow[last_tok[w] + 1]
+    return corrected / LN2, raw / LN2
+
+
+def surprisal_tables(stim: StimulusSet, scores: dict[tuple, TokenScores], markers: WordMarkers,
+                     tokenizer) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Tidy tokens, words and regions tables for one set; ``scores`` is keyed by (set, item, condition)."""
+    tok, wrd, reg = defaultdict(list), defaultdict(list), defaultdict(list)
+    for item in stim.items:
+        for cname in stim.conditions:
+            cond = item.conditions[cname]
+            sc = scores[(stim.name, item.id, cname)]
+            where = f"set={stim.name} item={item.id} condition={cname}"
+            al = align(cond.text, sc.offsets, cond.regions, stim.regions, where)
+            corrected, raw = word_surprisals(sc, al.token_word, len(al.words), markers, where)
+            key = {"set": stim.name, "item": item.id, "condition": cname}
+            n = len(sc.token_ids)
+            for col, val in key.items():
+                tok[col].extend([val] * n)
+            tok["token_index"].extend(range(n))
+            tok["token_id"].extend(sc.token_ids)
+            tok["token"].extend(tokenizer.convert_ids_to_tokens(sc.token_ids))
+            tok["char_start"].extend(s for s, _ in sc.offsets)
+            tok["char_end"].extend(e for _, e in sc.offsets)
+            tok["word_index"].extend(al.token_word)
+            tok["region"].extend(stim.regions[al.word_region[w]] for w in al.token_word)
+            tok["logprob"].extend(sc.logprob.tolist())
+            tok["surprisal"].extend((-sc.logprob / LN2).tolist())
+            n_tokens = np.bincount(al.token_word, minlength=len(al.words))
+            for col, val in key.items():
+                wrd[col].extend([val] * len(al.words))
+            wrd["word_index"].extend(range(len(al.words)))
+            wrd["word"].extend(al.words)
+            wrd["region"].extend(stim.regions[r] for r in al.word_region)
+            wrd["surprisal"].extend(corrected.tolist())
+            wrd["surprisal_raw"].extend(raw.tolist())
+            wrd["n_tokens"].extend(n_tokens.tolist())
+            region_of_word = np.array(al.word_region)
+            for r, (name, text) in enumerate(zip(stim.regions, cond.regions)):
+                sel = region_of_word == r
+                for col, val in key.items():
+                    reg[col].append(val)
+                reg["region_number"].append(r + 1)
+                reg["region"].append(name)
+                reg["text"].append(text)
+                reg["surprisal"].append(float(corrected[sel].sum()))
+                reg["surprisal_raw"].append(float(raw[sel].sum()))
+                reg["n_tokens"].append(int(n_tokens[sel].sum()))
+    return (pd.DataFrame(tok, columns=TOKEN_COLUMNS), pd.DataFrame(wrd, columns=WORD_COLUMNS),
+            pd.DataFrame(reg, columns=REGION_COLUMNS))

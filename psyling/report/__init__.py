@@ -1,0 +1,5 @@
+"""Reporting: run-directory outputs and terminal tables."""
+from .outputs import TABLES, write_run
+from .terminal import format_summary
+
+__all__ = ["TABLES", "format_summary", "write_run"]

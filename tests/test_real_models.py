@@ -1,0 +1,84 @@
+"""The embedded pretrained models (SmolLM2, Ġ; Gemma-3, ▁) against the reference implementations.
+
+These load real weights (converted once into the cache: ~50 s for SmolLM2, ~2 min for Gemma) and run in CI."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import psyling
+from psyling.measures import align, word_surprisals
+from psyling.measures.surprisal import LN2
+from psyling.models import ScoreRequest, Scorer, load_model
+from references import minicons_sums_bits, wordsprobability_bits
+
+pytestmark = pytest.mark.slow
+SENTENCES = Path(__file__).with_name("data").joinpath("sentences.txt").read_text().splitlines()
+MODELS = {"smollm2-135m": "Ġ", "gemma3-270m": "▁"}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def real(request):
+    lm = load_model(request.param)
+    return request.param, lm, Scorer(lm, batch_size=16, progress=False)
+
+
+def test_at_least_fifty_varied_sentences():
+    assert len(SENTENCES) >= 50
+    assert any(any(c in s for c in "\"();:!?-") for s in SENTENCES) and any(s.isupper() for s in SENTENCES)
+
+
+def test_word_surprisal_equals_wordsprobability(real):
+    alias, lm, scorer = real
+    assert scorer.markers.marker == MODELS[alias]
+    ref = wordsprobability_bits(lm.model, lm.tokenizer, SENTENCES, MODELS[alias])
+    scores = scorer.score([ScoreRequest((i,), s) for i, s in enumerate(SENTENCES)])
+    worst, multi_token_words = 0.0, 0
+    for sc, expected in zip(scores, ref):
+        al = align(sc.request.text, sc.offsets, (sc.request.text,), ("s",), alias)
+        corrected, _ = word_surprisals(sc, al.token_word, len(al.words), scorer.markers, alias)
+        assert len(corrected) == len(expected)
+        worst = max(worst, float(np.max(np.abs(corrected - expected))))
+        multi_token_words += int((np.bincount(al.token_word) > 1).sum())
+    assert worst <= 1e-4, worst
+    assert multi_token_words >= 20
+
+
+def test_raw_sentence_sums_equal_minicons(real):
+    alias, lm, scorer = real
+    scores = scorer.score([ScoreRequest((i,), s) for i, s in enumerate(SENTENCES)])
+    ours = np.array([-sc.logprob.sum() / LN2 for sc in scores])
+    np.testing.assert_allclose(ours, minicons_sums_bits(lm.model, lm.tokenizer, SENTENCES), atol=1e-4, rtol=0)
+
+
+def test_batch_size_and_padding_invariance(real):
+    alias, lm, scorer = real
+    requests = [ScoreRequest((i,), s) for i, s in enumerate(SENTENCES)]
+    base = scorer.score(requests, batch_size=1)
+    worst = 0.0
+    for batch_size in (7, 64):
+        for side in ("left", "right"):
+            for a, b in zip(base, scorer.score(requests, batch_size=batch_size, padding_side=side)):
+                worst = max(worst, float(np.max(np.abs(a.logprob - b.logprob))),
+                            float(np.max(np.abs(a.log_bow - b.log_bow))))
+    assert worst / LN2 <= 1e-4, worst / LN2
+
+
+def test_exactly_one_context_token(real):
+    alias, lm, scorer = real
+    assert scorer.context_token_id == lm.tokenizer.bos_token_id
+    sc = scorer.score([ScoreRequest((0,), "The cat sleeps.")])[0]
+    assert lm.tokenizer.bos_token_id not in sc.token_ids  # Gemma's tokenizer would insert <bos> itself
+
+
+def test_core_battery_run_writes_all_outputs(real, tmp_path):
+    alias, lm, _ = real
+    result = psyling.run(lm, battery="core", out=tmp_path, batch_size=32, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "predictions.parquet",
+                                                          "regions.parquet", "summary.csv", "tokens.parquet",
+                                                          "words.parquet"]
+    assert result.errors == [] and len(result.summary) >= 4
+    assert result.manifest["invariance_check"]["passed"]
+    assert result.manifest["model"]["sha256"] and result.manifest["model"]["id"] == alias
+    # better than chance on the agreement sets is the least a pretrained LM should do
+    assert result.summary.set_index("set").loc["agreement_pp_attractor", "accuracy"] > 0.5

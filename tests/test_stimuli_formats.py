@@ -1,0 +1,58 @@
+"""Readers for psyling manifests, SyntaxGym JSON and BLiMP JSONL on the real published files."""
+import json
+from pathlib import Path
+
+from psyling.stimuli import load_set, load_stimuli, stimuli_root, to_syntaxgym
+from psyling.stimuli.io import battery_files
+
+
+def test_all_syntaxgym_2020_suites_load_and_predictions_parse(data):
+    files = sorted((data / "syntaxgym_hu2020" / "test_suites" / "json").glob("*.json"))
+    assert len(files) == 34
+    sets = [load_set(f) for f in files]
+    assert sum(len(s.items) for s in sets) == 842
+    assert all(s.predictions for s in sets)
+    mvrr = next(s for s in sets if s.name == "mvrr")
+    assert mvrr.regions[4] == "Disambiguator" and len(mvrr.conditions) == 4
+    assert mvrr.items[0].conditions["reduced_ambig"].text == \
+        "The woman brought the sandwich from the kitchen fell in the dining room"
+
+
+def test_syntaxgym_round_trip_keeps_regions_conditions_predictions(data, tmp_path):
+    for original in sorted((data / "syntaxgym_hu2020" / "test_suites" / "json").glob("*.json")):
+        suite = json.loads(original.read_text())
+        written = tmp_path / original.name
+        written.write_text(json.dumps(to_syntaxgym(load_set(original))))
+        again = json.loads(written.read_text())
+        assert again["region_meta"] == suite["region_meta"]
+        assert [p["formula"] for p in again["predictions"]] == [p["formula"] for p in suite["predictions"]]
+        assert again["meta"] == suite["meta"]
+        for a, b in zip(again["items"], suite["items"]):
+            assert a["item_number"] == b["item_number"]
+            assert [c["condition_name"] for c in a["conditions"]] == [c["condition_name"] for c in b["conditions"]]
+            for ca, cb in zip(a["conditions"], b["conditions"]):  # content is whitespace-normalised on import
+                assert [(r["region_number"], r["content"]) for r in ca["regions"]] == \
+                       [(r["region_number"], " ".join(r["content"].split())) for r in cb["regions"]]
+
+
+def test_all_blimp_paradigms_load(data):
+    loaded = load_stimuli([data / "blimp" / "data"])
+    assert loaded.errors == []
+    assert len(loaded.sets) == 67
+    assert sum(len(s.items) for s in loaded.sets) == 67_000
+    island = next(s for s in loaded.sets if s.name == "adjunct_island")
+    assert island.conditions == ("good", "bad") and island.regions == ("sentence",)
+    assert [p.formula for p in island.predictions] == ["(*;%good%) < (*;%bad%)"]
+    assert island.phenomenon == "island_effects" and island.metadata["field"] == "syntax"
+    assert island.items[0].metadata["pairID"] == "0"
+
+
+def test_core_battery_is_valid_and_has_human_findings():
+    files = battery_files("core")
+    loaded = load_stimuli(files)
+    assert loaded.errors == []
+    assert len(loaded.sets) >= 4
+    for stim in loaded.sets:
+        assert len(stim.items) >= 24 and stim.citation and stim.human is not None
+        assert stim.human.region in stim.regions
+    assert Path(stim.source).resolve().is_relative_to(stimuli_root().resolve())
