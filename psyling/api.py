@@ -97,7 +97,7 @@ def run(model: Union[str, LanguageModel] = DEFAULT_MODEL, stimuli: Sequence[Unio
     for stim in loaded.sets:
         try:
             requests = _requests(stim)
-            scores = {s.request.key: s for s in scorer.score(requests)}
+            scores = {s.request.key: s for s in scorer.score(requests, desc=stim.name)}
             tokens, words, regions = surprisal_tables(stim, scores, scorer.markers, lm.tokenizer)
         except PsylingError as exc:
             errors.append(f"{stim.source}: {exc}")

@@ -82,3 +82,25 @@ def test_core_battery_run_writes_all_outputs(real, tmp_path):
     assert result.manifest["model"]["sha256"] and result.manifest["model"]["id"] == alias
     # better than chance on the agreement sets is the least a pretrained LM should do
     assert result.summary.set_index("set").loc["agreement_pp_attractor", "accuracy"] > 0.5
+
+
+def test_published_stimuli_align_with_the_tokenizer(real, data):
+    """Every SyntaxGym 2020 suite and every BLiMP paradigm (first 200 pairs each) maps onto words and regions
+    with this tokenizer, and every word after the first starts with a word-initial token (so the correction
+    is defined)."""
+    from psyling.stimuli import load_stimuli
+
+    alias, lm, scorer = real
+    loaded = load_stimuli([data / "syntaxgym_hu2020" / "test_suites" / "json", data / "blimp" / "data"])
+    assert loaded.errors == [] and len(loaded.sets) == 34 + 67
+    n = 0
+    for stim in loaded.sets:
+        stim.items = stim.items[:200]
+        for item in stim.items:
+            for cond in item.conditions.values():
+                _, ids, offsets = scorer.encode(ScoreRequest((stim.name, item.id), cond.text))
+                al = align(cond.text, offsets, cond.regions, stim.regions, f"{stim.name} {item.id}")
+                starts = [ids[al.token_word.index(w)] for w in range(1, len(al.words))]
+                assert bool(scorer.markers.bow[starts].all()), (stim.name, item.id, cond.name)
+                n += 1
+    assert n == sum(len(s.items) * len(s.conditions) for s in loaded.sets)

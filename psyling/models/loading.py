@@ -12,6 +12,7 @@ import torch
 
 from ..cache import cache_dir
 from ..errors import ModelError
+from ..hashing import sha256_file
 from .embedded import DEFAULT_MODEL, EMBEDDED
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -39,19 +40,11 @@ class LanguageModel:
         return None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _weights_sha256(folder: Path) -> str:
+def _weightssha256_file(folder: Path) -> str:
     """One digest over the weight files of a folder (name and content of each)."""
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES):
-        digest.update(path.name.encode() + _sha256(path).encode())
+        digest.update(path.name.encode() + sha256_file(path).encode())
     return digest.hexdigest()
 
 
@@ -86,20 +79,20 @@ def resolve_model(spec: str) -> tuple[Path | str, dict[str, Any]]:
     if spec in EMBEDDED:
         emb = EMBEDDED[spec]
         gguf = emb.gguf_path()
-        sha = _sha256(gguf)
+        sha = sha256_file(gguf)
         return _convert_gguf(gguf, sha), {"id": spec, "source": "embedded", "package": emb.pip,
                                           "gguf": gguf.name, "sha256": sha, "description": emb.description}
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelError(f"GGUF file {path} not found")
-        sha = _sha256(path)
+        sha = sha256_file(path)
         return _convert_gguf(path.resolve(), sha), {"id": str(path), "source": "gguf", "gguf": path.name,
                                                     "sha256": sha}
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(f"{path} is a folder without config.json: not a Hugging Face model folder")
-        return path, {"id": str(path.resolve()), "source": "folder", "sha256": _weights_sha256(path)}
+        return path, {"id": str(path.resolve()), "source": "folder", "sha256": _weightssha256_file(path)}
     if path.exists():
         raise ModelError(f"{path} is neither a model folder nor a .gguf file")
     return spec, {"id": spec, "source": "hub"}

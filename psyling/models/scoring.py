@@ -105,7 +105,8 @@ class Scorer:
         return context, ids, offsets
 
     def score(self, requests: Iterable[ScoreRequest], *, batch_size: Optional[int] = None,
-              padding_side: Optional[str] = None, progress: Optional[bool] = None) -> list[TokenScores]:
+              padding_side: Optional[str] = None, progress: Optional[bool] = None,
+              desc: str = "scoring") -> list[TokenScores]:
         """Score requests; returns results in request order."""
         requests = list(requests)
         batch_size = batch_size or self.batch_size
@@ -121,7 +122,7 @@ class Scorer:
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         show = self.progress if progress is None else progress
         started = time.perf_counter()
-        for batch in tqdm(batches, desc="scoring", unit="batch", disable=not show or len(batches) < 2):
+        for batch in tqdm(batches, desc=desc, unit="batch", disable=not show or len(batches) < 2):
             seqs = [[self.context_token_id, *encoded[i][0], *encoded[i][1]] for i in batch]
             firsts = [len(encoded[i][0]) for i in batch]  # positions whose logits predict the first text token
             for i, first, out in zip(batch, firsts, self._forward(seqs, firsts, padding_side)):

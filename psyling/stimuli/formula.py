@@ -77,15 +77,19 @@ class _Parser:
             raise self.error(f"unexpected {self.peek()!r}")
         return node
 
-    def logic(self) -> Node:
-        node = self.compare()
-        while self.peek() in _LOGIC:
+    def chain(self, operand, ops: tuple[str, ...]) -> Node:
+        """Left-associative chain of binary operators of one precedence level."""
+        node = operand()
+        while self.peek() in ops:
             op = self.text[self.pos]
             self.pos += 1
-            node = BinOp(op, node, self.compare())
+            node = BinOp(op, node, operand())
         return node
 
-    def compare(self) -> Node:
+    def logic(self) -> Node:
+        return self.chain(self.compare, _LOGIC)
+
+    def compare(self) -> Node:  # non-associative: a < b < c is an error
         node = self.arith()
         if self.peek() in _COMPARE:
             op = self.text[self.pos]
@@ -94,12 +98,7 @@ class _Parser:
         return node
 
     def arith(self) -> Node:
-        node = self.unary()
-        while self.peek() in _ARITH:
-            op = self.text[self.pos]
-            self.pos += 1
-            node = BinOp(op, node, self.unary())
-        return node
+        return self.chain(self.unary, _ARITH)
 
     def unary(self) -> Node:
         if self.peek() == "-":

@@ -1,12 +1,12 @@
 """Find and load stimulus sets from paths and batteries, collecting per-file errors."""
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import StimulusError
+from ..hashing import sha256_file
 from .blimp import load_blimp
 from .manifest import load_manifest_set, read_manifest
 from .schema import StimulusSet
@@ -72,14 +72,6 @@ def battery_files(name: str) -> list[Path]:
     if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
         raise StimulusError("must be a list of paths", file=str(path), field="sets")
     return [f for entry in entries for f in discover((path.parent / entry).resolve())]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

@@ -94,7 +94,9 @@ class StimulusSet:
 
     def validate(self) -> "StimulusSet":
         """Check internal consistency; raise StimulusError naming file, item, condition and field."""
-        err = lambda msg, **kw: StimulusError(msg, file=self.source, **kw)  # noqa: E731
+        def err(msg: str, **where: Any) -> StimulusError:
+            return StimulusError(msg, file=self.source, **where)
+
         if not self.name:
             raise err("the set has no name", field="name")
         if not self.regions:
