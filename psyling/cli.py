@@ -35,15 +35,49 @@ def _run(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from .stimuli import load_stimuli
+    from .stimuli.quality import quality_report
 
     loaded = load_stimuli([Path(p) for p in args.paths])
     for stim in loaded.sets:
         print(f"ok  {stim.name}: {len(stim.items)} items x {len(stim.conditions)} conditions, "
               f"{len(stim.regions)} regions, {len(stim.predictions)} predictions ({stim.source})")
+        report = quality_report(stim)
+        cells = [f"{r['condition']} {r['length']:.1f} ch / {r['zipf']:.2f} zipf" for r in report.balance
+                 if r["length"] is not None]
+        if cells:
+            print(f"    critical region {report.balance[0]['region']!r}: " + "; ".join(cells))
+        for warning in report.warnings:
+            print(f"    check: {warning}")
     for line in loaded.errors:
         print(f"psyling: error: {line}", file=sys.stderr)
     print(f"{len(loaded.sets)} valid, {len(loaded.errors)} invalid")
     return USER_ERROR if loaded.errors else 0
+
+
+def _batteries(_: argparse.Namespace) -> int:
+    from .stimuli import battery_names, load_battery, load_stimuli
+
+    print(f"{'battery':<16} {'sets':>5} {'items':>8}  description")
+    for name in battery_names():
+        battery = load_battery(name)
+        try:
+            loaded = load_stimuli(battery.files())
+            counts = f"{len(loaded.sets):>5} {sum(len(s.items) for s in loaded.sets):>8}"
+            if loaded.errors:
+                counts += f" ({len(loaded.errors)} files with errors)"
+        except PsylingError as exc:
+            counts = f"{'-':>5} {'-':>8}  (unavailable: {exc})"
+        print(f"{name:<16} {counts}  {battery.description}")
+    return 0
+
+
+def _new(args: argparse.Namespace) -> int:
+    from .stimuli.scaffold import scaffold
+
+    for path in scaffold(args.name, Path(args.dir)):
+        print(f"wrote {path}")
+    print(f"edit both files, then: psyling validate {Path(args.dir) / (args.name + '.yaml')}")
+    return 0
 
 
 def _models(_: argparse.Namespace) -> int:
@@ -78,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check stimulus files; one line per problem")
     validate.add_argument("paths", nargs="+", help="stimulus files or folders")
     validate.set_defaults(func=_validate)
+    new = sub.add_parser("new", help="scaffold a stimulus set (manifest + items) from the template")
+    new.add_argument("name")
+    new.add_argument("--dir", default=".", help="folder to write into (default: current folder)")
+    new.set_defaults(func=_new)
+    batteries = sub.add_parser("batteries", help="list the batteries with their set and item counts")
+    batteries.set_defaults(func=_batteries)
     models = sub.add_parser("models", help="list the embedded offline models")
     models.set_defaults(func=_models)
     return parser

@@ -3,7 +3,7 @@ import json
 from pathlib import Path
 
 from psyling.stimuli import load_set, load_stimuli, stimuli_root, to_syntaxgym
-from psyling.stimuli.io import battery_files
+from psyling.stimuli import battery_files
 
 
 def test_all_syntaxgym_2020_suites_load_and_predictions_parse(data):

@@ -19,26 +19,30 @@ class Alignment:
     word_region: list[int]
 
 
-def region_spans(regions: tuple[str, ...]) -> list[tuple[int, int, int]]:
-    """(start, end, region index) of each non-empty region in the text joined by single spaces."""
+def region_spans(regions: tuple[str, ...], separator: str = " ") -> list[tuple[int, int, int]]:
+    """(start, end, region index) of each non-empty region in the text joined by ``separator``."""
     spans, pos = [], 0
     for index, text in enumerate(regions):
         if text:
             spans.append((pos, pos + len(text), index))
-            pos += len(text) + 1
+            pos += len(text) + len(separator)
     return spans
 
 
 def align(text: str, offsets: list[tuple[int, int]], regions: tuple[str, ...], region_names: tuple[str, ...],
-          where: str) -> Alignment:
+          where: str, separator: str = " ", segmentation: str = "whitespace") -> Alignment:
     """Align tokens (character offsets into ``text``) to words and regions; a token that straddles two
-    words (hence possibly a region boundary) is an AlignmentError naming both."""
-    matches = list(_WORD.finditer(text))
-    words = [m.group() for m in matches]
-    spans = [m.span() for m in matches]
+    words (hence possibly a region boundary) is an AlignmentError naming both. With segmentation "none"
+    (scripts without spaces) each region is one unit in place of words."""
+    reg_spans = region_spans(regions, separator)
+    if segmentation == "none":
+        spans = [(s, e) for s, e, _ in reg_spans]
+        word_region = [idx for _, _, idx in reg_spans]
+    else:
+        spans = [m.span() for m in _WORD.finditer(text)]
+        word_region = [next(idx for s, e, idx in reg_spans if s <= ws < e) for ws, _ in spans]
+    words = [text[s:e] for s, e in spans]
     starts = [s for s, _ in spans]
-    reg_spans = region_spans(regions)
-    word_region = [next(idx for s, e, idx in reg_spans if s <= ws < e) for ws, _ in spans]
 
     def word_at(pos: int) -> int:
         return max(bisect_right(starts, pos) - 1, 0)

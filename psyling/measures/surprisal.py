@@ -28,12 +28,13 @@ REGION_COLUMNS = ["set", "item", "condition", "region_number", "region", "text",
 
 
 def word_surprisals(scores: TokenScores, token_word: list[int], n_words: int, markers: WordMarkers,
-                    where: str) -> tuple[np.ndarray, np.ndarray]:
-    """(corrected, raw) surprisal in bits per word."""
+                    where: str, correct: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(corrected, raw) surprisal in bits per word; ``correct=False`` (or a tokenizer without word-boundary
+    tokens) gives the raw sums for both."""
     raw = np.zeros(n_words)
     for t, w in enumerate(token_word):
         raw[w] -= scores.logprob[t]
-    if markers.family is None:  # no word-boundary tokens: the correction is undefined
+    if markers.family is None or not correct:  # the correction is undefined without word boundaries
         return raw / LN2, raw / LN2
     first_tok = {w: t for t, w in reversed(list(enumerate(token_word)))}
     last_tok = {w: t for t, w in enumerate(token_word)}
@@ -60,8 +61,9 @@ def surprisal_tables(stim: StimulusSet, scores: dict[tuple, TokenScores], marker
             cond = item.conditions[cname]
             sc = scores[(stim.name, item.id, cname)]
             where = f"set={stim.name} item={item.id} condition={cname}"
-            al = align(cond.text, sc.offsets, cond.regions, stim.regions, where)
-            corrected, raw = word_surprisals(sc, al.token_word, len(al.words), markers, where)
+            al = align(cond.text, sc.offsets, cond.regions, stim.regions, where, cond.separator, stim.segmentation)
+            corrected, raw = word_surprisals(sc, al.token_word, len(al.words), markers, where,
+                                             correct=stim.segmentation == "whitespace")
             key = {"set": stim.name, "item": item.id, "condition": cname}
             n = len(sc.token_ids)
             for col, val in key.items():

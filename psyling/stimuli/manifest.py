@@ -12,7 +12,7 @@ from ..errors import StimulusError
 from .schema import SCHEMA_VERSION, Condition, HumanFinding, Item, StimulusSet, parse_predictions
 
 REQUIRED = ("name", "phenomenon", "citation", "regions", "conditions", "items", "predictions")
-OPTIONAL_TEXT = ("version", "description", "language", "license", "metric")
+OPTIONAL_TEXT = ("version", "description", "language", "license", "metric", "segmentation")
 RESERVED_COLUMNS = ("item", "condition", "prefix")
 
 
@@ -71,7 +71,7 @@ def _human(value: Any, source: str) -> HumanFinding | None:
                         ci=tuple(ci) if ci else None)
 
 
-def _read_items(path: Path, regions: list[str], source_field: str) -> list[Item]:
+def _read_items(path: Path, regions: list[str], source_field: str, separator: str) -> list[Item]:
     if not path.is_file():
         raise StimulusError(f"items file {path} not found", file=source_field, field="items")
     text = read_text(path)
@@ -98,7 +98,8 @@ def _read_items(path: Path, regions: list[str], source_field: str) -> list[Item]
         if cond in item.conditions:
             raise StimulusError(f"line {line}: duplicate row for this item and condition", file=str(path),
                                 item=item_id, condition=cond, field="condition")
-        item.conditions[cond] = Condition(cond, tuple(row[r] for r in regions), row.get("prefix") or "")
+        item.conditions[cond] = Condition(cond, tuple(row[r] for r in regions), row.get("prefix") or "",
+                                          separator=separator)
     return list(items.values())
 
 
@@ -125,10 +126,16 @@ def load_manifest_set(path: Path) -> StimulusSet:
     text = {k: _typed(manifest, k, str, source) for k in ("name", "phenomenon", "citation", "items")}
     text.update({k: _typed(manifest, k, str, source) for k in OPTIONAL_TEXT if k in manifest})
     items_path = path.parent / text.pop("items")
+    manipulated = manifest.get("manipulated")
+    if manipulated is not None:
+        manipulated = _typed(manifest, "manipulated", list, source)
+        unknown = [r for r in manipulated if r not in regions and r != "prefix"]
+        if unknown:
+            raise StimulusError(f"names unknown region {unknown[0]!r}", file=source, field="manipulated")
     known = set(REQUIRED) | set(OPTIONAL_TEXT) | {"schema_version", "human"}
     stim = StimulusSet(
         regions=tuple(regions), conditions=tuple(conditions),
-        items=_read_items(items_path, regions, source),
+        items=_read_items(items_path, regions, source, "" if text.get("segmentation") == "none" else " "),
         predictions=parse_predictions(predictions, source), source=source,
         human=_human(manifest.get("human"), source),
         metadata={"format": "psyling", "items_file": str(items_path),

@@ -13,6 +13,7 @@ from .formula import FormulaError, Node, Term, parse_formula, terms
 
 SCHEMA_VERSION = 1
 WHOLE_SENTENCE = "*"
+SEGMENTATIONS = ("whitespace", "none")
 HUMAN_MEASURES = ("SPR", "eye-tracking", "ERP-N400", "ERP-P600", "acceptability", "cloze", "other")
 
 
@@ -49,10 +50,11 @@ class Condition:
     name: str
     regions: tuple[str, ...]
     prefix: str = ""
+    separator: str = " "  # "" for scripts written without spaces (e.g. Chinese)
 
     @property
     def text(self) -> str:
-        return " ".join(r for r in self.regions if r)
+        return self.separator.join(r for r in self.regions if r)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class StimulusSet:
     citation: str = ""
     human: Optional[HumanFinding] = None
     metric: str = "sum"
+    segmentation: str = "whitespace"  # words are whitespace-delimited; "none": no words, regions only
     schema_version: int = SCHEMA_VERSION
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -106,6 +109,9 @@ class StimulusSet:
             raise err(f"region {dup!r} is declared twice", field="regions")
         if not self.conditions:
             raise err("no conditions declared", field="conditions")
+        if self.segmentation not in SEGMENTATIONS:
+            raise err(f"unknown segmentation {self.segmentation!r} (choose from {', '.join(SEGMENTATIONS)})",
+                      field="segmentation")
         if self.metric != "sum":
             raise err(f"unsupported metric {self.metric!r} (only 'sum' is supported)", field="metric")
         if not self.items:
@@ -130,7 +136,7 @@ class StimulusSet:
                 for region, text in zip(self.regions, cond.regions):
                     if not isinstance(text, str):
                         raise err("region text is not a string", item=item.id, condition=cond.name, field=region)
-                    if text != " ".join(text.split()):
+                    if self.segmentation == "whitespace" and text != " ".join(text.split()):
                         raise err("region text has leading, trailing or repeated whitespace",
                                   item=item.id, condition=cond.name, field=region)
                 if not cond.text:
