@@ -14,9 +14,11 @@ import pandas as pd
 
 from . import __version__
 from .errors import PsylingError
+from .hashing import sha256_file
 from .measures import REGION_COLUMNS, TOKEN_COLUMNS, WORD_COLUMNS, surprisal_tables
+from .measures.imported import imported_regions, read_table
 from .models import DEFAULT_MODEL, LanguageModel, ScoreRequest, Scorer, load_model
-from .report import write_run
+from .report import write_run, write_tables
 from .stats import PREDICTION_COLUMNS, evaluate_predictions, summarise
 from .stimuli import StimulusSet, battery_files, load_stimuli
 
@@ -141,4 +143,42 @@ def run(model: Union[str, LanguageModel] = DEFAULT_MODEL, stimuli: Sequence[Unio
     result = RunResult(**tables, summary=summary, manifest=manifest, errors=errors)
     if out is not None:
         result.save(out)
+    return result
+
+
+def evaluate(surprisal: Union[str, Path], stimuli: Sequence[Union[str, Path]] = (), battery: Optional[str] = None,
+             out: Union[str, Path, None] = None, *, units: str = "bits") -> RunResult:
+    """Evaluate the predictions of stimulus sets on a surprisal table computed elsewhere ("bring your own
+    surprisal"); token- or word-level values are summed per region. Writes regions, predictions, summary
+    and a manifest when ``out`` is given."""
+    paths = [Path(p) for p in stimuli] + (battery_files(battery) if battery else [])
+    loaded = load_stimuli(paths)
+    if not loaded.sets:
+        raise PsylingError("no stimulus set could be loaded:\n" + "\n".join(loaded.errors))
+    table = read_table(Path(surprisal))
+    errors, regions, predictions, scored = list(loaded.errors), [], [], []
+    for stim in loaded.sets:
+        try:
+            reg = imported_regions(stim, table, units)
+        except PsylingError as exc:
+            errors.append(f"{stim.source}: {exc}")
+            continue
+        regions.append(reg)
+        predictions.append(evaluate_predictions(stim, reg, "surprisal"))
+        scored.append(stim)
+    if not scored:
+        raise PsylingError("no set could be evaluated:\n" + "\n".join(errors))
+    tables = {"regions": pd.concat(regions, ignore_index=True),
+              "predictions": pd.concat(predictions, ignore_index=True)}
+    summary = summarise(tables["predictions"], scored)
+    manifest = {"psyling_version": __version__,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "surprisal_table": {"path": str(surprisal), "sha256": sha256_file(Path(surprisal)), "units": units,
+                                    "note": "region values are sums of the table's values; no word correction"},
+                "stimuli": {"battery": battery, "files": loaded.files, "errors": errors,
+                            "sets": [{"name": s.name, "n_items": len(s.items)} for s in scored]}}
+    empty = {"tokens": pd.DataFrame(columns=TOKEN_COLUMNS), "words": pd.DataFrame(columns=WORD_COLUMNS)}
+    result = RunResult(**empty, **tables, summary=summary, manifest=manifest, errors=errors)
+    if out is not None:
+        write_tables(Path(out), manifest, tables, summary)
     return result

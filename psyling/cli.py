@@ -33,6 +33,19 @@ def _run(args: argparse.Namespace) -> int:
     return USER_ERROR if result.errors else 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from .api import evaluate
+    from .report import format_summary
+
+    if not args.stimuli and not args.battery:
+        raise PsylingError("give the stimulus sets the table belongs to with --stimuli or --battery")
+    result = evaluate(args.surprisal, args.stimuli or (), args.battery, args.out, units=args.units)
+    print(format_summary(result.summary))
+    for line in result.errors:
+        print(f"psyling: skipped: {line}", file=sys.stderr)
+    return USER_ERROR if result.errors else 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from .stimuli import load_stimuli
     from .stimuli.quality import quality_report
@@ -109,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trust-remote-code", action="store_true", help="allow a model's own code (off by default)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=_run)
+    ev = sub.add_parser("evaluate", help="evaluate predictions on a surprisal table computed elsewhere")
+    ev.add_argument("--surprisal", required=True, type=Path,
+                    help="CSV/TSV/parquet: item, condition, token|word, surprisal [, set]; or lm-zoo "
+                         "sentence_id, token_id, token, surprisal")
+    ev.add_argument("--stimuli", nargs="+", metavar="PATH", help="the sets the table belongs to")
+    ev.add_argument("--battery", help="or a named battery")
+    ev.add_argument("--units", default="bits", choices=["bits", "nats"])
+    ev.add_argument("--out", type=Path, help="write regions, predictions, summary and a manifest here")
+    ev.set_defaults(func=_evaluate)
     validate = sub.add_parser("validate", help="check stimulus files; one line per problem")
     validate.add_argument("paths", nargs="+", help="stimulus files or folders")
     validate.set_defaults(func=_validate)

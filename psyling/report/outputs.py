@@ -19,9 +19,14 @@ def _atomic_write(path: Path, write) -> None:
 
 def write_run(out: Path, manifest: dict[str, Any], tables: dict[str, pd.DataFrame], summary: pd.DataFrame) -> None:
     """Write all outputs of a run into ``out`` (created if needed); each file is replaced atomically."""
+    write_tables(out, manifest, {name: tables[name] for name in TABLES}, summary)
+
+
+def write_tables(out: Path, manifest: dict[str, Any], tables: dict[str, pd.DataFrame], summary: pd.DataFrame) -> None:
+    """Write the given tables as parquet, the summary as CSV and the manifest as JSON."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in TABLES:
-        _atomic_write(out / f"{name}.parquet", lambda p, t=tables[name]: t.to_parquet(p, index=False))
+    for name, table in tables.items():
+        _atomic_write(out / f"{name}.parquet", lambda p, t=table: t.to_parquet(p, index=False))
     _atomic_write(out / "summary.csv", lambda p: summary.to_csv(p, index=False))
     _atomic_write(out / "manifest.json",
                   lambda p: p.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n"))

@@ -1,0 +1,128 @@
+"""Bring your own surprisal: map a token- or word-level surprisal table computed elsewhere onto a set's
+words and regions, so that its predictions can be evaluated here.
+
+Accepted tables (CSV, TSV or parquet): psyling's own columns (item, condition, surprisal, and token or word;
+optional set), or the lm-zoo / SyntaxGym form (sentence_id, token_id, token, surprisal), whose sentences are
+the set's items x conditions in file order."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import AlignmentError, PsylingError
+from ..stimuli.schema import StimulusSet
+from .alignment import align
+from .surprisal import REGION_COLUMNS
+
+MARKERS = ("Ġ", "▁", "##")
+SKIPPED = ("<eos>", "</s>", "<s>", "<|endoftext|>", "<bos>", "<pad>")
+UNKNOWN = ("<unk>", "<UNK>", "[UNK]")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a surprisal table by its extension."""
+    if not path.is_file():
+        raise PsylingError(f"{path}: no such file")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    sep = "\t" if path.suffix in (".tsv", ".txt", ".tab") else ","
+    try:
+        return pd.read_csv(path, sep=sep, keep_default_na=False, dtype={"item": str, "condition": str})
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise PsylingError(f"{path}: cannot read the table: {str(exc).splitlines()[0]}") from None
+
+
+def token_spans(text: str, tokens: list[str], where: str) -> list[tuple[int, int]]:
+    """Character spans of externally produced tokens in ``text``: word markers are stripped, special tokens
+    get empty spans, an unknown-word token covers the text up to the next token."""
+    spans: list[tuple[int, int]] = []
+    pos, pending_unk = 0, None
+    for tok in tokens:
+        if tok in SKIPPED:
+            spans.append((pos, pos))
+            continue
+        if tok in UNKNOWN:
+            pending_unk = len(spans)
+            spans.append((pos, pos))
+            continue
+        surface = tok
+        for marker in MARKERS:
+            surface = surface.replace(marker, "")
+        if not surface:  # a bare word marker stands for the space before a word
+            end = pos + len(text[pos:]) - len(text[pos:].lstrip())
+            spans.append((pos, max(end, pos)))
+            pos = end
+            continue
+        start = text.find(surface, pos)
+        gap = text[pos:start] if start >= 0 else ""
+        if start < 0 or (gap.strip() and pending_unk is None):
+            raise AlignmentError(f"{where}: token {tok!r} not found in {text!r} after character {pos}")
+        if pending_unk is not None:
+            spans[pending_unk] = (pos, start)
+            pending_unk = None
+        spans.append((start, start + len(surface)))
+        pos = start + len(surface)
+    if pending_unk is not None:
+        spans[pending_unk] = (pos, len(text))
+    return spans
+
+
+def _units(table: pd.DataFrame, units: str) -> pd.Series:
+    if units not in ("bits", "nats"):
+        raise PsylingError(f"unknown units {units!r} (bits or nats)")
+    values = pd.to_numeric(table["surprisal"], errors="coerce")
+    bad = values.isna() & table["surprisal"].astype(str).str.len().gt(0)
+    if bad.any():
+        raise PsylingError(f"surprisal is not a number in row {int(bad.idxmax()) + 1}: "
+                           f"{table['surprisal'].iloc[int(bad.idxmax())]!r}")
+    return values / math.log(2) if units == "nats" else values
+
+
+def imported_regions(stim: StimulusSet, table: pd.DataFrame, units: str = "bits") -> pd.DataFrame:
+    """Region surprisal (sums of the table's values over each region) in psyling's regions-table shape.
+    ``surprisal_raw`` equals ``surprisal``: no word correction can be applied to outside numbers."""
+    table = table.copy()
+    table["surprisal"] = _units(table, units).fillna(0.0)
+    by_id = {item.id: item for item in stim.items}
+    sentences = [(item.id, c) for item in stim.items for c in item.conditions]
+    if {"sentence_id", "token", "surprisal"} <= set(table.columns):
+        ids = sorted(table["sentence_id"].unique())
+        if len(ids) != len(sentences):
+            raise PsylingError(f"the table has {len(ids)} sentences, set {stim.name!r} has {len(sentences)}")
+        groups = {sentences[k]: g for k, (_, g) in enumerate(table.groupby("sentence_id", sort=True))}
+        unit_col = "token"
+    else:
+        missing = {"item", "condition", "surprisal"} - set(table.columns)
+        unit_col = "token" if "token" in table.columns else "word"
+        if missing or unit_col not in table.columns:
+            raise PsylingError("the table needs columns item, condition, surprisal and token or word "
+                               "(or sentence_id, token_id, token, surprisal)")
+        if "set" in table.columns:
+            table = table[table["set"].astype(str) == stim.name]
+        keyed = {key: g for key, g in table.groupby([table["item"].astype(str), table["condition"].astype(str)])}
+        groups = {}
+        for key in sentences:
+            if key not in keyed:
+                raise PsylingError(f"set={stim.name} item={key[0]} condition={key[1]}: no rows in the surprisal "
+                                   f"table")
+            groups[key] = keyed[key]
+    rows = []
+    for (item_id, cname), group in groups.items():
+        item = by_id[item_id]
+        cond = item.conditions[cname]
+        where = f"set={stim.name} item={item.id} condition={cname}"
+        units_text = [str(t) for t in group[unit_col]]
+        spans = token_spans(cond.text, units_text, where)
+        al = align(cond.text, spans, cond.regions, stim.regions, where, cond.separator,
+                   stim.segmentation)
+        sums = [0.0] * len(stim.regions)
+        counts = [0] * len(stim.regions)
+        for tok, value, w in zip(units_text, group["surprisal"], al.token_word):
+            if tok not in SKIPPED:  # special tokens stand outside the text
+                sums[al.word_region[w]] += float(value)
+                counts[al.word_region[w]] += 1
+        for r, (name, text) in enumerate(zip(stim.regions, cond.regions)):
+            rows.append((stim.name, item.id, cname, r + 1, name, text, sums[r], sums[r], counts[r]))
+    return pd.DataFrame(rows, columns=REGION_COLUMNS)
