@@ -5,7 +5,7 @@ import datetime as _dt
 import math
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -72,20 +72,27 @@ def run(model: Union[str, LanguageModel] = DEFAULT_MODEL, stimuli: Sequence[Unio
         battery: Optional[str] = None, out: Union[str, Path, None] = None, *, batch_size: int = 32,
         device: str = "cpu", dtype: str = "float32", context_token: Union[str, int, None] = None,
         padding_side: str = "right", measure: str = "surprisal", trust_remote_code: bool = False,
-        revision: Optional[str] = None, progress: bool = True) -> RunResult:
+        revision: Optional[str] = None, progress: bool = True, max_items: Optional[int] = None,
+        detokenize: bool = False) -> RunResult:
     """Score stimulus files and/or a battery with a model; write the run directory when ``out`` is given.
 
     A stimulus file that fails to load, or a set that cannot be aligned, is reported in ``errors`` and the
-    other sets are still scored."""
+    other sets are still scored. ``max_items`` keeps only the first N items of each set (quick checks; the
+    manifest records it). ``detokenize`` attaches the SyntaxGym 2020 suites' free-standing " ." and " ," to
+    the preceding word."""
     started = time.perf_counter()
     if measure not in MEASURES:
         raise PsylingError(f"unknown prediction measure {measure!r} (choose from {', '.join(MEASURES)})")
     paths = [Path(p) for p in stimuli] + (battery_files(battery) if battery else [])
     if not paths:
         raise PsylingError("nothing to score: give stimulus paths or a battery")
-    loaded = load_stimuli(paths)
+    loaded = load_stimuli(paths, detokenize)
     if not loaded.sets:
         raise PsylingError("no stimulus set could be loaded:\n" + "\n".join(loaded.errors))
+    if max_items is not None:
+        if max_items < 1:
+            raise PsylingError("max_items must be at least 1")
+        loaded.sets = [replace(s, items=s.items[:max_items]) for s in loaded.sets]
     t0 = time.perf_counter()
     lm = model if isinstance(model, LanguageModel) else load_model(
         model, dtype=dtype, device=device, trust_remote_code=trust_remote_code, revision=revision)
@@ -128,8 +135,10 @@ def run(model: Union[str, LanguageModel] = DEFAULT_MODEL, stimuli: Sequence[Unio
             "word_correction": "pimentel-meister-2024" if scorer.markers.family else "none (no word-boundary tokens)",
             "words": "whitespace-delimited; punctuation stays attached",
             "prediction_measure": measure, "context_token": settings["context_token"],
+            "syntaxgym_detokenize": detokenize,
         },
         "stimuli": {"battery": battery, "paths": [str(p) for p in stimuli], "files": loaded.files,
+                    "max_items": max_items,
                     "sets": [{"name": s.name, "source": s.source, "n_items": len(s.items),
                               "conditions": list(s.conditions)} for s in scored_sets],
                     "errors": errors},

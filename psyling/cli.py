@@ -22,7 +22,8 @@ def _run(args: argparse.Namespace) -> int:
     result = run(args.model, args.stimuli or (), args.battery, args.out, batch_size=args.batch_size,
                  device=args.device, dtype=args.dtype, context_token=args.context_token,
                  padding_side=args.padding_side, measure=args.measure, trust_remote_code=args.trust_remote_code,
-                 revision=args.revision, progress=not args.quiet)
+                 revision=args.revision, progress=not args.quiet, max_items=args.max_items,
+                 detokenize=args.detokenize)
     print(format_summary(result.summary))
     check = result.manifest["invariance_check"] or {}
     timing = result.manifest["timings"]
@@ -118,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--padding-side", default="right", choices=["right", "left"])
     run.add_argument("--measure", default="surprisal", choices=["surprisal", "surprisal_raw"],
                      help="region statistic the predictions use (default: corrected word surprisal)")
+    run.add_argument("--detokenize", action="store_true",
+                     help="attach the SyntaxGym 2020 suites' free-standing ' .' and ' ,' to the preceding word")
+    run.add_argument("--max-items", type=int, help="score only the first N items of each set (quick checks)")
     run.add_argument("--revision", help="model revision (hub models)")
     run.add_argument("--trust-remote-code", action="store_true", help="allow a model's own code (off by default)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -29,7 +29,7 @@ def test_climp_16_paradigms_16000_pairs_aligned_by_characters(data):
     assert good.text == "李波正在发现一个大学校园" and " " not in good.text
     assert clf.items[0].conditions["bad"].text == "李波正在发现一种大学校园"
     # a tokenizer's multi-character tokens map onto the region by character offsets
-    al = align(good.text, [(0, 2), (2, 4), (4, 12)], good.regions, clf.regions, "t", good.separator, "none")
+    al = align(good, [(0, 2), (2, 4), (4, 12)], clf.regions, "t", "none")
     assert al.words == [good.text] and al.token_word == [0, 0, 0]
     ba = next(s for s in loaded.sets if s.name == "ba_construction")  # the file without a header row
     assert len(ba.items) == 1000

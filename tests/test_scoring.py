@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from psyling.errors import AlignmentError, ModelError
+from psyling.stimuli import Condition
 from psyling.measures import align, word_surprisals
 from psyling.measures.surprisal import LN2
 from psyling.models import ScoreRequest, Scorer
@@ -17,7 +18,7 @@ SENTENCES = Path(__file__).with_name("data").joinpath("sentences.txt").read_text
 def words_bits(scorer, sentences, **kw):
     out = []
     for sc in scorer.score([ScoreRequest((i,), s) for i, s in enumerate(sentences)], **kw):
-        al = align(sc.request.text, sc.offsets, (sc.request.text,), ("sentence",), "test")
+        al = align(Condition("c", (sc.request.text,)), sc.offsets, ("sentence",), "test")
         out.append(word_surprisals(sc, al.token_word, len(al.words), scorer.markers, "test"))
     return out
 
@@ -51,7 +52,7 @@ def test_first_word_uses_complement_of_word_initial_tokens(bpe_llama):
     n = len(first_word_tokens)
     p_tokens = np.prod([probs[i, ids[i]].item() for i in range(n)])
     expected = -np.log2(p_tokens * probs[n, bow_eos].sum().item() / probs[0, ~bow].sum().item())
-    al = align(sentence, sc.offsets, (sentence,), ("s",), "t")
+    al = align(Condition("c", (sentence,)), sc.offsets, ("s",), "t")
     corrected, _ = word_surprisals(sc, al.token_word, len(al.words), scorer.markers, "t")
     assert corrected[0] == pytest.approx(expected, abs=1e-6)
 
@@ -88,7 +89,7 @@ def test_word_surprisals_sum_over_a_sentence_telescopes(bpe_llama):
     """Corrected word surprisals add up to the raw sum plus the boundary terms at both ends."""
     scorer = Scorer(bpe_llama, progress=False)
     sc = scorer.score([ScoreRequest((0,), SENTENCES[2])])[0]
-    al = align(sc.request.text, sc.offsets, (sc.request.text,), ("s",), "t")
+    al = align(Condition("c", (sc.request.text,)), sc.offsets, ("s",), "t")
     corrected, raw = word_surprisals(sc, al.token_word, len(al.words), scorer.markers, "t")
     expected = raw.sum() + (sc.log_nonbow_first - sc.log_bow[-1]) / LN2
     assert corrected.sum() == pytest.approx(expected, abs=1e-9)
@@ -132,4 +133,24 @@ def test_input_longer_than_context_is_a_clear_error(sp_gpt2):
 def test_region_boundary_inside_a_token_is_a_clear_error():
     # offsets of a tokenizer that merged "a b" into one token across the region boundary
     with pytest.raises(AlignmentError, match=r"token 'b c' spans words 'b' and 'c' \(regions r1\|r2\)"):
-        align("a b c", [(0, 1), (2, 5)], ("a b", "c"), ("r1", "r2"), "set=s item=1 condition=x")
+        align(Condition("x", ("a b", "c")), [(0, 1), (2, 5)], ("r1", "r2"), "set=s item=1 condition=x")
+
+
+def test_words_spanning_attached_regions_split_at_their_tokens(bpe_llama):
+    """A detokenized comma region: the word 'shot,' spans two regions; the comma token and the word-end term
+    go to the comma region, the rest to the verb region, and the regions add up to the word."""
+    from psyling.measures import token_contributions
+
+    cond = Condition("c", ("As the man", "shot", ",", "the dog ran."), attached=frozenset({2}))
+    assert cond.text == "As the man shot, the dog ran."
+    scorer = Scorer(bpe_llama, progress=False)
+    sc = scorer.score([ScoreRequest((0,), cond.text)])[0]
+    al = align(cond, sc.offsets, ("a", "verb", "comma", "rest"), "t")
+    assert al.words[3] == "shot," and al.word_region[3] == 1
+    comma_tokens = [t for t, r in enumerate(al.token_region) if r == 2]
+    assert [bpe_llama.tokenizer.convert_ids_to_tokens(sc.token_ids[t]) for t in comma_tokens] == [","]
+    corrected, raw = token_contributions(sc, al.token_word, scorer.markers, "t")
+    word, _ = word_surprisals(sc, al.token_word, len(al.words), scorer.markers, "t")
+    by_region = np.bincount(al.token_region, weights=corrected, minlength=4)
+    assert by_region[1] + by_region[2] == pytest.approx(word[3])
+    assert by_region[2] == pytest.approx(raw[comma_tokens[0]] - sc.log_bow[comma_tokens[0] + 1] / LN2)

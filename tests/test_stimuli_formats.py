@@ -54,5 +54,21 @@ def test_core_battery_is_valid_and_has_human_findings():
     assert len(loaded.sets) >= 4
     for stim in loaded.sets:
         assert len(stim.items) >= 24 and stim.citation and stim.human is not None
-        assert stim.human.region in stim.regions
+        assert stim.human.region in stim.regions + ("*",)
     assert Path(stim.source).resolve().is_relative_to(stimuli_root().resolve())
+
+
+def test_syntaxgym_detokenize_attaches_periods_and_commas(data):
+    from psyling.stimuli import load_syntaxgym
+
+    path = data / "syntaxgym_hu2020" / "test_suites" / "json"
+    plain, detok = load_syntaxgym(path / "npz_ambig.json"), load_syntaxgym(path / "npz_ambig.json", detokenize=True)
+    before = plain.items[0].conditions["ambig_comma"]
+    after = detok.items[0].conditions["ambig_comma"]
+    assert " ," in before.text and " ," not in after.text and " ." not in after.text
+    assert after.text == before.text.replace(" ,", ",").replace(" .", ".")
+    comma = next(i for i, r in enumerate(after.regions) if r == ",")
+    assert comma in after.attached
+    assert detok.metadata["detokenized_regions"] > 0 and plain.metadata["detokenized_regions"] is None
+    sub = load_syntaxgym(path / "subordination.json", detokenize=True)
+    assert all(" ." not in c.text and " ," not in c.text for i in sub.items for c in i.conditions.values())

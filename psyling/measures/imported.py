@@ -115,14 +115,13 @@ def imported_regions(stim: StimulusSet, table: pd.DataFrame, units: str = "bits"
         where = f"set={stim.name} item={item.id} condition={cname}"
         units_text = [str(t) for t in group[unit_col]]
         spans = token_spans(cond.text, units_text, where)
-        al = align(cond.text, spans, cond.regions, stim.regions, where, cond.separator,
-                   stim.segmentation)
+        al = align(cond, spans, stim.regions, where, stim.segmentation)
         sums = [0.0] * len(stim.regions)
         counts = [0] * len(stim.regions)
-        for tok, value, w in zip(units_text, group["surprisal"], al.token_word):
+        for tok, value, r in zip(units_text, group["surprisal"], al.token_region):
             if tok not in SKIPPED:  # special tokens stand outside the text
-                sums[al.word_region[w]] += float(value)
-                counts[al.word_region[w]] += 1
+                sums[r] += float(value)
+                counts[r] += 1
         for r, (name, text) in enumerate(zip(stim.regions, cond.regions)):
             rows.append((stim.name, item.id, cname, r + 1, name, text, sums[r], sums[r], counts[r]))
     return pd.DataFrame(rows, columns=REGION_COLUMNS)

@@ -27,29 +27,36 @@ REGION_COLUMNS = ["set", "item", "condition", "region_number", "region", "text",
                   "n_tokens"]
 
 
-def word_surprisals(scores: TokenScores, token_word: list[int], n_words: int, markers: WordMarkers,
-                    where: str, correct: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(corrected, raw) surprisal in bits per word; ``correct=False`` (or a tokenizer without word-boundary
-    tokens) gives the raw sums for both."""
-    raw = np.zeros(n_words)
-    for t, w in enumerate(token_word):
-        raw[w] -= scores.logprob[t]
+def token_contributions(scores: TokenScores, token_word: list[int], markers: WordMarkers, where: str,
+                        correct: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(corrected, raw) surprisal in bits carried by each token. Raw is the token's own surprisal; the
+    corrected value adds the word-start term to a word's first token and the word-end term to its last, so
+    that summing over a word gives its corrected surprisal and summing over a region splits words that
+    span regions at their tokens. ``correct=False`` (or a tokenizer without word-boundary tokens) gives raw."""
+    raw = -scores.logprob / LN2
     if markers.family is None or not correct:  # the correction is undefined without word boundaries
-        return raw / LN2, raw / LN2
+        return raw.copy(), raw
+    corrected = -scores.logprob.copy()
     first_tok = {w: t for t, w in reversed(list(enumerate(token_word)))}
     last_tok = {w: t for t, w in enumerate(token_word)}
-    corrected = raw.copy()
-    for w in range(n_words):
-        t0 = first_tok[w]
+    for w, t0 in first_tok.items():
         if bool(markers.bow[scores.token_ids[t0]]):
-            corrected[w] += scores.log_bow[t0]
-        elif w == 0 and not scores.request.prefix:
-            corrected[w] += scores.log_nonbow_first
+            corrected[t0] += scores.log_bow[t0]
+        elif t0 == 0 and not scores.request.prefix:
+            corrected[t0] += scores.log_nonbow_first
         else:
             raise AlignmentError(f"{where}: word {w} begins with a token that is not word-initial "
                                  f"({scores.token_ids[t0]}); the word correction is undefined here")
-        corrected[w] -= scores.log_bow[last_tok[w] + 1]
-    return corrected / LN2, raw / LN2
+        corrected[last_tok[w]] -= scores.log_bow[last_tok[w] + 1]
+    return corrected / LN2, raw
+
+
+def word_surprisals(scores: TokenScores, token_word: list[int], n_words: int, markers: WordMarkers,
+                    where: str, correct: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(corrected, raw) surprisal in bits per word."""
+    corrected, raw = token_contributions(scores, token_word, markers, where, correct)
+    return (np.bincount(token_word, weights=corrected, minlength=n_words),
+            np.bincount(token_word, weights=raw, minlength=n_words))
 
 
 def surprisal_tables(stim: StimulusSet, scores: dict[tuple, TokenScores], markers: WordMarkers,
@@ -61,9 +68,12 @@ def surprisal_tables(stim: StimulusSet, scores: dict[tuple, TokenScores], marker
             cond = item.conditions[cname]
             sc = scores[(stim.name, item.id, cname)]
             where = f"set={stim.name} item={item.id} condition={cname}"
-            al = align(cond.text, sc.offsets, cond.regions, stim.regions, where, cond.separator, stim.segmentation)
-            corrected, raw = word_surprisals(sc, al.token_word, len(al.words), markers, where,
-                                             correct=stim.segmentation == "whitespace")
+            al = align(cond, sc.offsets, stim.regions, where, stim.segmentation)
+            tok_corrected, tok_raw = token_contributions(sc, al.token_word, markers, where,
+                                                         correct=stim.segmentation == "whitespace")
+            n_words = len(al.words)
+            corrected = np.bincount(al.token_word, weights=tok_corrected, minlength=n_words)
+            raw = np.bincount(al.token_word, weights=tok_raw, minlength=n_words)
             key = {"set": stim.name, "item": item.id, "condition": cname}
             n = len(sc.token_ids)
             for col, val in key.items():
@@ -74,10 +84,10 @@ def surprisal_tables(stim: StimulusSet, scores: dict[tuple, TokenScores], marker
             tok["char_start"].extend(s for s, _ in sc.offsets)
             tok["char_end"].extend(e for _, e in sc.offsets)
             tok["word_index"].extend(al.token_word)
-            tok["region"].extend(stim.regions[al.word_region[w]] for w in al.token_word)
+            tok["region"].extend(stim.regions[r] for r in al.token_region)
             tok["logprob"].extend(sc.logprob.tolist())
             tok["surprisal"].extend((-sc.logprob / LN2).tolist())
-            n_tokens = np.bincount(al.token_word, minlength=len(al.words))
+            n_tokens = np.bincount(al.token_word, minlength=n_words)
             for col, val in key.items():
                 wrd[col].extend([val] * len(al.words))
             wrd["word_index"].extend(range(len(al.words)))
@@ -86,16 +96,18 @@ def surprisal_tables(stim: StimulusSet, scores: dict[tuple, TokenScores], marker
             wrd["surprisal"].extend(corrected.tolist())
             wrd["surprisal_raw"].extend(raw.tolist())
             wrd["n_tokens"].extend(n_tokens.tolist())
-            region_of_word = np.array(al.word_region)
+            n_regions = len(stim.regions)
+            region_corrected = np.bincount(al.token_region, weights=tok_corrected, minlength=n_regions)
+            region_raw = np.bincount(al.token_region, weights=tok_raw, minlength=n_regions)
+            region_tokens = np.bincount(al.token_region, minlength=n_regions)
             for r, (name, text) in enumerate(zip(stim.regions, cond.regions)):
-                sel = region_of_word == r
                 for col, val in key.items():
                     reg[col].append(val)
                 reg["region_number"].append(r + 1)
                 reg["region"].append(name)
                 reg["text"].append(text)
-                reg["surprisal"].append(float(corrected[sel].sum()))
-                reg["surprisal_raw"].append(float(raw[sel].sum()))
-                reg["n_tokens"].append(int(n_tokens[sel].sum()))
+                reg["surprisal"].append(float(region_corrected[r]))
+                reg["surprisal_raw"].append(float(region_raw[r]))
+                reg["n_tokens"].append(int(region_tokens[r]))
     return (pd.DataFrame(tok, columns=TOKEN_COLUMNS), pd.DataFrame(wrd, columns=WORD_COLUMNS),
             pd.DataFrame(reg, columns=REGION_COLUMNS))

@@ -38,14 +38,15 @@ def discover(path: Path) -> list[Path]:
     return found
 
 
-def load_sets(path: Path) -> list[StimulusSet]:
+def load_sets(path: Path, detokenize: bool = False) -> list[StimulusSet]:
     """Load the sets of one stimulus file by its kind: YAML manifest, SyntaxGym JSON, BLiMP JSONL, or a
-    published table (Marvin & Linzen, minimal-pair CSV, Ettinger, CLiMP) recognised by its header."""
+    published table (Marvin & Linzen, minimal-pair CSV, Ettinger, CLiMP) recognised by its header.
+    ``detokenize`` applies to SyntaxGym suites (see :func:`load_syntaxgym`)."""
     suffix = path.suffix.lower()
     if suffix in MANIFEST_SUFFIXES:
         return [load_manifest_set(path)]
     if suffix == ".json":
-        return [load_syntaxgym(path)]
+        return [load_syntaxgym(path, detokenize)]
     if suffix == ".jsonl":
         return [load_blimp(path)]
     importer = sniff(path) if suffix in TABLE_SUFFIXES else None
@@ -71,7 +72,7 @@ class LoadedStimuli:
     files: dict[str, str] = field(default_factory=dict)  # path -> sha256 of every file read
 
 
-def load_stimuli(paths: list[Path]) -> LoadedStimuli:
+def load_stimuli(paths: list[Path], detokenize: bool = False) -> LoadedStimuli:
     """Load every stimulus file under the paths; a bad file is reported and the others still load."""
     out = LoadedStimuli()
     names: dict[str, str] = {}
@@ -83,7 +84,7 @@ def load_stimuli(paths: list[Path]) -> LoadedStimuli:
             continue
         for path in files:
             try:
-                sets = load_sets(path)
+                sets = load_sets(path, detokenize)
             except StimulusError as exc:
                 out.errors.append(str(exc))
                 continue

@@ -51,10 +51,15 @@ class Condition:
     regions: tuple[str, ...]
     prefix: str = ""
     separator: str = " "  # "" for scripts written without spaces (e.g. Chinese)
+    attached: frozenset[int] = frozenset()  # regions joined to the previous one without a separator
 
     @property
     def text(self) -> str:
-        return self.separator.join(r for r in self.regions if r)
+        out = ""
+        for index, region in enumerate(self.regions):
+            if region:
+                out += ("" if not out or index in self.attached else self.separator) + region
+        return out
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,18 @@ def _json(path: Path) -> Any:
                             file=str(path), field="json") from None
 
 
-def load_syntaxgym(path: Path) -> StimulusSet:
-    """Load a SyntaxGym suite. Region whitespace is normalised (count kept in metadata)."""
+def _detokenize(texts: tuple[str, ...]) -> tuple[tuple[str, ...], frozenset[int]]:
+    """Attach the 2020 suites' free-standing " ." and " ," to the preceding word: inside a region by
+    removing the space, and a region that starts with the mark by joining it to the previous region."""
+    out = tuple(re.sub(r" ([.,])(?=\s|$)", r"\1", t) for t in texts)
+    nonempty = [i for i, t in enumerate(out) if t]
+    attached = frozenset(i for i in nonempty[1:] if out[i][:1] in ".,")
+    return out, attached
+
+
+def load_syntaxgym(path: Path, detokenize: bool = False) -> StimulusSet:
+    """Load a SyntaxGym suite. Region whitespace is normalised (count kept in metadata). ``detokenize``
+    attaches free-standing periods and commas to the preceding word (recorded in the set's metadata)."""
     source = str(path)
     suite = _json(path)
     if not isinstance(suite, dict):
@@ -46,7 +57,7 @@ def load_syntaxgym(path: Path) -> StimulusSet:
     predictions = parse_predictions([p.get("formula") for p in suite["predictions"]], source)
     if not isinstance(suite["items"], list):
         raise StimulusError("must be a list", file=source, field="items")
-    items, conditions, normalised = [], [], 0
+    items, conditions, normalised, detokenized = [], [], 0, 0
     for raw in suite["items"]:
         if not isinstance(raw, dict) or "item_number" not in raw or not isinstance(raw.get("conditions"), list):
             raise StimulusError("each item needs item_number and a list of conditions", file=source,
@@ -73,7 +84,12 @@ def load_syntaxgym(path: Path) -> StimulusSet:
                                     file=source, item=item_id, condition=name, field="regions")
             texts = tuple(_normalise(by_number[n]) for n in range(1, len(regions) + 1))
             normalised += sum(t != by_number[n] for n, t in enumerate(texts, start=1))
-            conds[name] = Condition(name, texts)
+            attached: frozenset[int] = frozenset()
+            if detokenize:
+                new, attached = _detokenize(texts)
+                detokenized += sum(a != b or i in attached for i, (a, b) in enumerate(zip(new, texts)))
+                texts = new
+            conds[name] = Condition(name, texts, attached=attached)
             if name not in conditions:
                 conditions.append(name)
         items.append(Item(item_id, conds))
@@ -83,7 +99,8 @@ def load_syntaxgym(path: Path) -> StimulusSet:
         predictions=predictions, source=source, metric=str(meta.get("metric", "sum")),
         description=str(meta.get("comment", "")), citation=str(meta.get("reference", "")),
         phenomenon=meta["name"], metadata={"format": "syntaxgym", "syntaxgym_meta": extra_meta,
-                                           "whitespace_normalised_regions": normalised})
+                                           "whitespace_normalised_regions": normalised,
+                                           "detokenized_regions": detokenized if detokenize else None})
     return stim.validate()
 
 
