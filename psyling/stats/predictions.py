@@ -8,6 +8,7 @@ import pandas as pd
 from ..stimuli.formula import Term, evaluate
 from ..stimuli.schema import StimulusSet
 from .accuracy import wilson_interval
+from .sg_score import item_passes
 
 PREDICTION_COLUMNS = ["set", "item", "prediction_index", "prediction", "passed"]
 SUMMARY_COLUMNS = ["set", "n_items", "accuracy", "ci_low", "ci_high"]
@@ -40,7 +41,7 @@ def summarise(predictions: pd.DataFrame, sets: list[StimulusSet]) -> pd.DataFram
         if table.empty:  # a set without predictions is listed, with no accuracy
             rows.append((stim.name, len(stim.items), math.nan, math.nan, math.nan))
             continue
-        per_item = table.groupby("item")["passed"].all()
+        per_item = item_passes(table)["passed"]
         n, k = len(per_item), int(per_item.sum())
         low, high = wilson_interval(k, n)
         rows.append((stim.name, n, k / n, low, high))
