@@ -20,7 +20,7 @@ from .measures.imported import imported_regions, read_table
 from .models import DEFAULT_MODEL, LanguageModel, ScoreRequest, Scorer, load_model
 from .report import write_run, write_tables
 from .stats import PREDICTION_COLUMNS, evaluate_predictions, summarise
-from .stimuli import StimulusSet, battery_files, load_stimuli
+from .stimuli import LoadedStimuli, StimulusSet, battery_files, load_stimuli
 
 MEASURES = ("surprisal", "surprisal_raw")
 INVARIANCE_SAMPLE = 8
@@ -61,6 +61,17 @@ def _invariance(scorer: Scorer, requests: list[ScoreRequest], reference: dict) -
             "max_abs_diff_bits": diff, "passed": diff <= 1e-4}
 
 
+def _load(stimuli: Sequence[Union[str, Path]], battery: Optional[str], detokenize: bool = False) -> LoadedStimuli:
+    """Stimulus paths plus a battery's files, loaded; at least one set must load."""
+    paths = [Path(p) for p in stimuli] + (battery_files(battery) if battery else [])
+    if not paths:
+        raise PsylingError("no stimuli: give stimulus paths or a battery")
+    loaded = load_stimuli(paths, detokenize)
+    if not loaded.sets:
+        raise PsylingError("no stimulus set could be loaded:\n" + "\n".join(loaded.errors))
+    return loaded
+
+
 def _environment() -> dict[str, str]:
     import torch
     import transformers
@@ -83,12 +94,7 @@ def run(model: Union[str, LanguageModel] = DEFAULT_MODEL, stimuli: Sequence[Unio
     started = time.perf_counter()
     if measure not in MEASURES:
         raise PsylingError(f"unknown prediction measure {measure!r} (choose from {', '.join(MEASURES)})")
-    paths = [Path(p) for p in stimuli] + (battery_files(battery) if battery else [])
-    if not paths:
-        raise PsylingError("nothing to score: give stimulus paths or a battery")
-    loaded = load_stimuli(paths, detokenize)
-    if not loaded.sets:
-        raise PsylingError("no stimulus set could be loaded:\n" + "\n".join(loaded.errors))
+    loaded = _load(stimuli, battery, detokenize)
     if max_items is not None:
         if max_items < 1:
             raise PsylingError("max_items must be at least 1")
@@ -140,7 +146,8 @@ def run(model: Union[str, LanguageModel] = DEFAULT_MODEL, stimuli: Sequence[Unio
         "stimuli": {"battery": battery, "paths": [str(p) for p in stimuli], "files": loaded.files,
                     "max_items": max_items,
                     "sets": [{"name": s.name, "source": s.source, "n_items": len(s.items),
-                              "conditions": list(s.conditions)} for s in scored_sets],
+                              "conditions": list(s.conditions), "segmentation": s.segmentation}
+                             for s in scored_sets],
                     "errors": errors},
         "timings": {"load_model_s": round(load_seconds, 3), "scoring_s": round(scorer.seconds, 3),
                     "tokens_scored": scorer.n_tokens,
@@ -160,10 +167,7 @@ def evaluate(surprisal: Union[str, Path], stimuli: Sequence[Union[str, Path]] = 
     """Evaluate the predictions of stimulus sets on a surprisal table computed elsewhere ("bring your own
     surprisal"); token- or word-level values are summed per region. Writes regions, predictions, summary
     and a manifest when ``out`` is given."""
-    paths = [Path(p) for p in stimuli] + (battery_files(battery) if battery else [])
-    loaded = load_stimuli(paths)
-    if not loaded.sets:
-        raise PsylingError("no stimulus set could be loaded:\n" + "\n".join(loaded.errors))
+    loaded = _load(stimuli, battery)
     table = read_table(Path(surprisal))
     errors, regions, predictions, scored = list(loaded.errors), [], [], []
     for stim in loaded.sets:
