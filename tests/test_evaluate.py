@@ -1,7 +1,6 @@
 """Bring your own surprisal: predictions evaluated on a table computed elsewhere."""
 import math
 
-import pandas as pd
 import pytest
 
 import psyling

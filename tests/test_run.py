@@ -1,7 +1,6 @@
 """End to end on a tiny model: the run-directory contract, predictions, summary and the CLI."""
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +10,7 @@ import psyling
 from psyling.cli import main
 from psyling.stats import wilson_interval
 
-from test_malformed import GOOD_CSV, manifest, write
+from test_malformed import manifest, write
 
 CONTRACT = {
     "tokens": ["set", "item", "condition", "token_index", "token_id", "token", "char_start", "char_end",

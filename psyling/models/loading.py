@@ -126,7 +126,8 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str
     cfg = model.config.get_text_config()
     info.update({
         "class": type(model).__name__, "dtype": dtype, "device": str(device),
-        "n_layers": getattr(cfg, "num_hidden_layers", None), "vocab_size": model.get_output_embeddings().weight.shape[0],
+        "n_layers": getattr(cfg, "num_hidden_layers", None),
+        "vocab_size": model.get_output_embeddings().weight.shape[0],
         "revision": revision or getattr(model.config, "_commit_hash", None),
         "trust_remote_code": trust_remote_code,
     })

@@ -1,12 +1,15 @@
 """Stimulus sets: schema, on-disk formats, importers and batteries."""
-from .formula import FormulaError, evaluate, parse_formula
 from .batteries import Battery, battery_files, battery_names, data_root, load_battery, stimuli_root
+from .blimp import load_blimp
+from .formula import FormulaError, evaluate, parse_formula
 from .io import LoadedStimuli, load_set, load_sets, load_stimuli
-from .tables import load_climp, load_ettinger, load_marvin_linzen, load_pairs_csv
 from .schema import Condition, HumanFinding, Item, Prediction, StimulusSet
 from .syntaxgym import load_syntaxgym, to_syntaxgym
-from .blimp import load_blimp
+from .tables import load_climp, load_ettinger, load_marvin_linzen, load_pairs_csv
 
-__all__ = ["Battery", "battery_names", "data_root", "load_battery", "Condition", "FormulaError", "HumanFinding", "Item", "LoadedStimuli", "Prediction", "StimulusSet",
-           "battery_files", "evaluate", "load_blimp", "load_set", "load_sets", "load_climp", "load_ettinger", "load_marvin_linzen", "load_pairs_csv", "load_stimuli", "load_syntaxgym",
-           "parse_formula", "stimuli_root", "to_syntaxgym"]
+__all__ = [
+    "Battery", "Condition", "FormulaError", "HumanFinding", "Item", "LoadedStimuli", "Prediction", "StimulusSet",
+    "battery_files", "battery_names", "data_root", "evaluate", "load_battery", "load_blimp", "load_climp",
+    "load_ettinger", "load_marvin_linzen", "load_pairs_csv", "load_set", "load_sets", "load_stimuli",
+    "load_syntaxgym", "parse_formula", "stimuli_root", "to_syntaxgym",
+]
