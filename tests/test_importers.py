@@ -1,9 +1,17 @@
-"""Importers against the real published files: counts and spot-checked fields."""
+"""Importers against the real published files: counts, and fields spot-checked against the raw rows read here
+(published sentences are never written into the repository)."""
+import csv
+
 import pytest
 
 from psyling.measures import align
 from psyling.stimuli import load_sets, load_stimuli
 from psyling.stimuli.io import discover
+
+
+def read_tsv(path):
+    with open(path, encoding="utf-8") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
 
 
 def test_marvin_linzen_22_test_cases_163124_pairs(data):
@@ -13,7 +21,11 @@ def test_marvin_linzen_22_test_cases_163124_pairs(data):
     npi = next(s for s in sets if s.name == "npi_across_anim")
     assert npi.conditions == ("grammatical", "ungrammatical", "ungrammatical_2") and len(npi.predictions) == 2
     first = npi.items[0]
-    assert first.id == "past-0" and first.conditions["grammatical"].text.startswith("no authors that")
+    with open(data / "marvin_linzen2018" / "marvin_linzen_emnlp2018_pairs.tsv", encoding="utf-8") as fh:
+        raw = next(r for r in csv.DictReader(fh, delimiter="\t") if r["test_case"] == "npi_across_anim")
+    assert first.id == f"{raw['condition']}-{raw['idx']}"
+    assert [first.conditions[c].text for c in npi.conditions] == \
+        [raw["grammatical"], raw["ungrammatical"], raw["ungrammatical_2"]]
     simple = next(s for s in sets if s.name == "simple_agrmt")
     assert simple.conditions == ("grammatical", "ungrammatical") and len(simple.items) == 140
     assert [p.formula for p in simple.predictions] == ["(*;%grammatical%) < (*;%ungrammatical%)"]
@@ -26,8 +38,11 @@ def test_climp_16_paradigms_16000_pairs_aligned_by_characters(data):
     clf = next(s for s in loaded.sets if s.name == "classifier")
     assert clf.language == "zh" and clf.segmentation == "none"
     good = clf.items[0].conditions["good"]
-    assert good.text == "李波正在发现一个大学校园" and " " not in good.text
-    assert clf.items[0].conditions["bad"].text == "李波正在发现一种大学校园"
+    with open(data / "climp_chinese" / "CLiMP_corpus" / "classifier_1000.csv", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))[1:3]
+    assert [r[4] for r in rows] == ["1", "0"]
+    assert good.text == rows[0][3] and " " not in good.text
+    assert clf.items[0].conditions["bad"].text == rows[1][3]
     # a tokenizer's multi-character tokens map onto the region by character offsets
     al = align(good, [(0, 2), (2, 4), (4, 12)], clf.regions, "t", "none")
     assert al.words == [good.text] and al.token_word == [0, 0, 0]
@@ -40,20 +55,27 @@ def test_ettinger_cprag_role_neg(data):
     cprag, = load_sets(root / "CPRAG-102" / "CPRAG-102.tsv")
     assert len(cprag.items) == 34 and cprag.conditions == ("expected", "within_category", "between_category")
     item = cprag.items[0]
-    assert item.conditions["expected"].prefix.endswith("announced with glee.")
-    assert item.conditions["within_category"].regions[1] == "monopoly" and item.metadata["constraint"] == "H"
+    raw = read_tsv(root / "CPRAG-102" / "CPRAG-102.tsv")[0]
+    assert item.conditions["expected"].prefix == raw["context_s1"]
+    assert item.conditions["expected"].regions == (raw["context_s2"], raw["expected"])
+    assert item.conditions["within_category"].regions[1] == raw["within_category"]
+    assert item.metadata["constraint"] == raw["constraint"]
     role, = load_sets(root / "ROLE-88" / "ROLE-88.tsv")
     assert len(role.items) == 44 and role.conditions == ("canonical", "reversed")
+    rows = {r["item"]: r for r in read_tsv(root / "ROLE-88" / "ROLE-88.tsv")}
     pair = next(i for i in role.items if i.id == "61")
-    assert pair.conditions["canonical"].regions == ("The librarian documented which celebrities the journalist "
-                                                    "had", "interviewed")
-    assert pair.conditions["reversed"].regions[1] == "interviewed"
+    assert pair.conditions["canonical"].regions == (rows["61-a"]["context"].strip(), rows["61-a"]["target"])
+    assert pair.conditions["reversed"].regions == (rows["61-b"]["context"].strip(), rows["61-b"]["target"])
+    assert rows["61-a"]["target"] == rows["61-b"]["target"]
     simp, = load_sets(root / "NEG-136" / "NEG-136-SIMP.tsv")
     nat, = load_sets(root / "NEG-136" / "NEG-136-NAT.tsv")
     assert len(simp.items) == 18 and len(nat.items) == 16
     assert 4 * (len(simp.items) + len(nat.items)) == 136
-    trout = simp.items[0].conditions
-    assert trout["aff_true"].text == "A trout is a fish" and trout["neg_false"].text == "A trout is not a fish"
+    first, raw = simp.items[0].conditions, read_tsv(root / "NEG-136" / "NEG-136-SIMP.tsv")[0]
+    article = "an" if raw["target_aff"][0] in "aeiou" else "a"
+    assert first["aff_true"].text == f"{raw['context_aff'].replace('(a|an)', article)} {raw['target_aff']}"
+    assert first["neg_false"].text == f"{raw['context_neg'].replace('(a|an)', article)} {raw['target_aff']}"
+    assert "(a|an)" not in first["aff_false"].text
     assert nat.items[0].metadata["licensing"] == "Y"
 
 

@@ -13,9 +13,11 @@ def test_all_syntaxgym_2020_suites_load_and_predictions_parse(data):
     assert sum(len(s.items) for s in sets) == 842
     assert all(s.predictions for s in sets)
     mvrr = next(s for s in sets if s.name == "mvrr")
-    assert mvrr.regions[4] == "Disambiguator" and len(mvrr.conditions) == 4
-    assert mvrr.items[0].conditions["reduced_ambig"].text == \
-        "The woman brought the sandwich from the kitchen fell in the dining room"
+    raw = json.loads((data / "syntaxgym_hu2020" / "test_suites" / "json" / "mvrr.json").read_text())
+    assert mvrr.regions == tuple(raw["region_meta"][str(i)] for i in range(1, 7)) and len(mvrr.conditions) == 4
+    first = raw["items"][0]["conditions"][0]
+    assert mvrr.items[0].conditions[first["condition_name"]].text == \
+        " ".join(" ".join(r["content"].split()) for r in first["regions"] if r["content"].strip())
 
 
 def test_syntaxgym_round_trip_keeps_regions_conditions_predictions(data, tmp_path):
