@@ -25,6 +25,8 @@ def _run(args: argparse.Namespace) -> int:
                  revision=args.revision, progress=not args.quiet, max_items=args.max_items,
                  detokenize=args.detokenize)
     print(format_summary(result.summary))
+    if args.battery:
+        print(_battery_score(args.battery, result.predictions))
     check = result.manifest["invariance_check"] or {}
     timing = result.manifest["timings"]
     print(f"\n{timing['tokens_scored']} tokens in {timing['scoring_s']:.1f} s; batch-size invariance "
@@ -32,6 +34,21 @@ def _run(args: argparse.Namespace) -> int:
     for line in result.errors:
         print(f"psyling: skipped: {line}", file=sys.stderr)
     return USER_ERROR if result.errors else 0
+
+
+def _battery_score(name: str, predictions) -> str:
+    """The battery's SyntaxGym score and circuits, where its file defines them (e.g. syntaxgym2020)."""
+    from .stats import item_passes, sg_score
+    from .stimuli import load_battery
+
+    config = load_battery(name).score
+    if not config or predictions.empty:
+        return ""
+    score, circuits = sg_score(item_passes(predictions), config.get("exclude", ()), config.get("circuits"))
+    lines = [f"\nSG score ({name}, mean suite accuracy, excluding {', '.join(config.get('exclude', [])) or 'none'}): "
+             f"{score:.3f}"]
+    lines += [f"  {row.circuit:<28} {row.score:.3f} ({row.n_suites} suites)" for row in circuits.itertuples()]
+    return "\n".join(lines)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -42,6 +59,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise PsylingError("give the stimulus sets the table belongs to with --stimuli or --battery")
     result = evaluate(args.surprisal, args.stimuli or (), args.battery, args.out, units=args.units)
     print(format_summary(result.summary))
+    if args.battery:
+        print(_battery_score(args.battery, result.predictions))
     for line in result.errors:
         print(f"psyling: skipped: {line}", file=sys.stderr)
     return USER_ERROR if result.errors else 0

@@ -22,3 +22,14 @@ def test_item_passes_requires_all_predictions():
     assert list(items.passed) == [False, True]
     score, _ = sg_score(items)
     assert score == 0.5
+
+
+def test_run_prints_the_battery_sg_score(data):
+    from psyling.cli import _battery_score
+
+    results = pd.read_csv(data / "syntaxgym_hu2020" / "data" / "raw" / "sg_results" /
+                          "syntaxgym_results_gpt-2-pretrained_.csv")
+    predictions = results.rename(columns={"suite": "set", "correct": "passed"})
+    text = _battery_score("syntaxgym2020", predictions)
+    assert "SG score (syntaxgym2020" in text and ": 0.784" in text and "Agreement" in text
+    assert _battery_score("core", predictions) == ""
