@@ -74,6 +74,9 @@ class Scorer:
         self.context_token_id = _context_token_id(lm.tokenizer, context_token)
         self.markers: WordMarkers = word_markers(lm.tokenizer, lm.info.get("vocab_size") or
                                                  lm.model.get_output_embeddings().weight.shape[0])
+        self._bow_eos = self.markers.bow.clone()  # word-initial tokens or EOS: the word-boundary set
+        if self.markers.eos_id is not None:
+            self._bow_eos[self.markers.eos_id] = True
         self.n_tokens = 0
         self.seconds = 0.0
 
@@ -149,10 +152,7 @@ class Scorer:
             positions[row, start:start + len(seq)] = torch.arange(len(seq))
         logits = self.lm.model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                                position_ids=positions.to(device), use_cache=False).logits
-        bow = self.markers.bow.to(logits.device)
-        bow_eos = bow.clone()
-        if self.markers.eos_id is not None:
-            bow_eos[self.markers.eos_id] = True
+        bow, bow_eos = self.markers.bow.to(logits.device), self._bow_eos.to(logits.device)
         outs = []
         for row, (seq, first) in enumerate(zip(seqs, firsts)):
             start = starts[row]
