@@ -66,6 +66,39 @@ def _evaluate(args: argparse.Namespace) -> int:
     return USER_ERROR if result.errors else 0
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from .analysis import analyze
+    from .report import format_verdicts
+
+    result = analyze(args.run_dir, args.stimuli or (), linking=args.linking, data_root=args.data_root,
+                     plots=not args.no_plots, progress=not args.quiet)
+    print(format_verdicts(result.comparison))
+    for measure, link in result.linkings.items():
+        slopes = ", ".join(f"lag {k}: {v:+.2f}" for k, v in sorted(link.slopes.items()))
+        print(f"linking {measure}: {link.source}: {slopes} {link.unit}/bit")
+    if not result.mixed.empty:
+        kinds = result.mixed.drop_duplicates("set")["random_effects"].map(
+            lambda re: "OLS" if re.startswith("none") else "random slopes" if "+" in re else "random intercepts")
+        print("mixed models of the critical region: " + ", ".join(f"{n} with {k}" for k, n in
+                                                                 kinds.value_counts().items())
+              + " (simplifications and their reasons: mixed.parquet, column fallback)")
+    for line in result.notes:
+        print(f"psyling: note: {line}", file=sys.stderr)
+    print(f"\nstatistics, verdicts and {len(result.plots)} plots in {result.out}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .analysis import compare_runs
+    from .report import format_comparison, write_csv
+
+    table = compare_runs(args.run_a, args.run_b, n_boot=args.n_boot, seed=args.seed)
+    print(format_comparison(table, str(args.run_a), str(args.run_b)))
+    if args.out:
+        write_csv(args.out, table)
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from .stimuli import load_stimuli
     from .stimuli.quality import quality_report
@@ -154,6 +187,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--units", default="bits", choices=["bits", "nats"])
     ev.add_argument("--out", type=Path, help="write regions, predictions, summary and a manifest here")
     ev.set_defaults(func=_evaluate)
+    an = sub.add_parser("analyze", help="statistics, human comparison, verdicts and plots for a run directory")
+    an.add_argument("run_dir", type=Path, help="the --out folder of psyling run")
+    an.add_argument("--stimuli", nargs="+", metavar="PATH",
+                    help="the run's stimulus files (default: the files its manifest lists)")
+    an.add_argument("--linking", default="ucl", choices=["ucl", "none"],
+                    help="fit surprisal -> SPR / eye-tracking / N400 linking functions on the UCL corpus scored "
+                         "by the run's model (default), or report effects in bits only")
+    an.add_argument("--data-root", type=Path,
+                    help="data root holding devarda2023_ucl_cloze_n400/ (default: PSYLING_DATA or ../shared/data)")
+    an.add_argument("--no-plots", action="store_true")
+    an.add_argument("--quiet", action="store_true", help="no progress bars")
+    an.set_defaults(func=_analyze)
+    cmp = sub.add_parser("compare", help="per-set paired comparison of two runs on the same stimuli")
+    cmp.add_argument("run_a", type=Path)
+    cmp.add_argument("run_b", type=Path)
+    cmp.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples (default 10000)")
+    cmp.add_argument("--seed", type=int, default=0)
+    cmp.add_argument("--out", type=Path, help="also write the table as CSV")
+    cmp.set_defaults(func=_compare)
     validate = sub.add_parser("validate", help="check stimulus files; one line per problem")
     validate.add_argument("paths", nargs="+", help="stimulus files or folders")
     validate.set_defaults(func=_validate)

@@ -51,3 +51,13 @@ def test_terms_named_regions_and_conditions_with_dashes():
 def test_bad_formulas(formula, message):
     with pytest.raises(FormulaError, match=message):
         parse_formula(formula)
+
+
+def test_expressions_for_human_effects_allow_products_and_reject_comparisons():
+    from psyling.stimuli.formula import parse_expression
+    tree = parse_expression("[((v;%a%) - (v;%b%)) + ((v;%c%) - (v;%d%))] / 2")
+    values = {"a": 5.0, "b": 1.0, "c": 4.0, "d": 2.0}
+    assert evaluate(tree, lambda term: values[term.condition]) == 3.0
+    assert evaluate(parse_expression("2 * (v;%a%) - 3"), lambda term: values[term.condition]) == 7.0
+    with pytest.raises(FormulaError, match="is a comparison"):
+        parse_expression("(v;%a%) > (v;%b%)")

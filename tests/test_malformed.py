@@ -51,8 +51,18 @@ def write(tmp, name, content):
     return path
 
 
+HUMAN = "human:\n  measure: SPR\n  direction: slower\n  source: A study\n  effect: \"{effect}\"\n"
 CASES = {
     # name: (builder(tmp) -> path, fragments expected in the one-line error)
+    "human effect is a comparison": (
+        lambda t: manifest(t, GOOD_YAML + HUMAN.replace("{effect}", "(verb;%mismatch%) > (verb;%match%)")),
+        ["s.yaml", "field=human.effect", "is a comparison"]),
+    "human effect names an unknown condition": (
+        lambda t: manifest(t, GOOD_YAML + HUMAN.replace("{effect}", "(verb;%bad%) - (verb;%match%)")),
+        ["s.yaml", "field=human.effect", "unknown condition 'bad'"]),
+    "factor with the wrong number of levels": (
+        lambda t: manifest(t, GOOD_YAML + "factors:\n  agreement: [yes, no, no]\n"),
+        ["s.yaml", "field=factors.agreement", "3 levels given for 2 conditions"]),
     "missing required field": (lambda t: manifest(t, replace_yaml("citation: \"Test (2024)\"\n", "")),
                                ["s.yaml", "field=citation", "required field is missing"]),
     "regions wrong type": (lambda t: manifest(t, replace_yaml("[subject, verb, rest]", "subject")),

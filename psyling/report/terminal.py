@@ -23,3 +23,35 @@ def format_summary(summary: pd.DataFrame) -> str:
         lines.append("-" * (width + 33))
         lines.append(f"{'mean over sets':<{width}}  {int(summary['n_items'].sum()):>5}  {scored.mean():>8.3f}")
     return "\n".join(lines)
+
+
+def format_verdicts(comparison: pd.DataFrame) -> str:
+    """One line per set: effect present?, direction as in humans?, and the verdict with sizes."""
+    if comparison.empty:
+        return "no sets analysed"
+    width = max(len("set"), *(len(s) for s in comparison["set"]))
+    lines = [f"{'set':<{width}}  {'present':<8}  {'direction':<18}  verdict", "-" * (width + 60)]
+    for row in comparison.itertuples(index=False):
+        lines.append(f"{row.set:<{width}}  {row.present or '-':<8}  {row.direction or '-':<18}  {row.verdict}")
+    shown = comparison[comparison["present"].astype(str) != ""]
+    if len(shown):
+        lines.append("-" * (width + 60))
+        lines.append(f"{len(shown)} sets with a human effect: {int((shown['present'] == 'yes').sum())} present in "
+                     f"the human direction, {int((shown['present'] == 'reversed').sum())} reversed, "
+                     f"{int((shown['present'] == 'no').sum())} not reliable (BH q < 0.05)")
+    return "\n".join(lines)
+
+
+def format_comparison(table: pd.DataFrame, name_a: str, name_b: str) -> str:
+    """Per set: accuracy of A and B, the difference with its bootstrap CI, McNemar p and BH q."""
+    if table.empty:
+        return "no sets in common"
+    width = max(len("set"), *(len(s) for s in table["set"]))
+    lines = [f"A = {name_a}\nB = {name_b}",
+             f"{'set':<{width}}  {'items':>5}  {'A':>6}  {'B':>6}  {'A - B':>7}  {'95% CI':<17}  {'McNemar p':>9}  "
+             f"{'q (BH)':>7}", "-" * (width + 75)]
+    for r in table.itertuples(index=False):
+        lines.append(f"{r.set:<{width}}  {r.n_items:>5}  {r.accuracy_a:>6.3f}  {r.accuracy_b:>6.3f}  "
+                     f"{r.difference:>+7.3f}  [{r.ci_low:+.3f}, {r.ci_high:+.3f}]  {r.mcnemar_p:>9.3g}  "
+                     f"{r.q_value:>7.3g}" + (f"  ({r.n_unpaired} unpaired items)" if r.n_unpaired else ""))
+    return "\n".join(lines)

@@ -2,9 +2,10 @@
 
 A formula compares region statistics across conditions, e.g. ``(verb; %mismatch%) > (verb; %match%)``.
 Terms are ``(REGION;%CONDITION%)`` where REGION is a 1-based region number, a region name or ``*`` (the whole
-sentence); numbers; ``+ -`` (arithmetic), ``< > =`` (comparison; ``=`` is ``numpy.isclose`` with SyntaxGym's
-tolerances) and ``& |`` (logic, left to right). Sub-expressions are grouped with ``( )`` or, as in the 2020
-SyntaxGym suites, with ``[ ]``.
+sentence); numbers; ``+ -`` and, beyond SyntaxGym, ``* /`` (arithmetic), ``< > =`` (comparison; ``=`` is
+``numpy.isclose`` with SyntaxGym's tolerances) and ``& |`` (logic, left to right). Sub-expressions are grouped
+with ``( )`` or, as in the 2020 SyntaxGym suites, with ``[ ]``. A human effect is an expression without a
+comparison (``parse_expression``).
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class BinOp:
 
 
 Node = Union[Term, Number, Negate, BinOp]
-_ARITH, _COMPARE, _LOGIC = ("+", "-"), ("<", ">", "="), ("&", "|")
+_ARITH, _PRODUCT, _COMPARE, _LOGIC = ("+", "-"), ("*", "/"), ("<", ">", "="), ("&", "|")
 
 
 class _Parser:
@@ -98,7 +99,10 @@ class _Parser:
         return node
 
     def arith(self) -> Node:
-        return self.chain(self.unary, _ARITH)
+        return self.chain(self.product, _ARITH)
+
+    def product(self) -> Node:
+        return self.chain(self.unary, _PRODUCT)
 
     def unary(self) -> Node:
         if self.peek() == "-":
@@ -142,7 +146,7 @@ def _kind(node: Node) -> str:
     want = "bool" if node.op in _LOGIC else "num"
     if left != want or right != want:
         raise FormulaError(f"'{node.op}' needs {'comparisons' if want == 'bool' else 'numbers'} on both sides")
-    return "num" if node.op in _ARITH else "bool"
+    return "num" if node.op in _ARITH + _PRODUCT else "bool"
 
 
 def terms(node: Node) -> list[Term]:
@@ -166,6 +170,16 @@ def parse_formula(text: str) -> Node:
     return node
 
 
+def parse_expression(text: str) -> Node:
+    """Parse an arithmetic expression over region terms (no comparison), e.g. a human effect contrast."""
+    if not isinstance(text, str) or not text.strip():
+        raise FormulaError("empty expression")
+    node = _Parser(text).parse()
+    if _kind(node) != "num":
+        raise FormulaError(f"expression {text!r} is a comparison; give a difference such as (r;%a%) - (r;%b%)")
+    return node
+
+
 def evaluate(node: Node, lookup: Callable[[Term], float]) -> Union[bool, float]:
     """Evaluate a parsed formula; ``lookup`` returns the statistic of a term."""
     if isinstance(node, Term):
@@ -179,6 +193,10 @@ def evaluate(node: Node, lookup: Callable[[Term], float]) -> Union[bool, float]:
         return left + right
     if node.op == "-":
         return left - right
+    if node.op == "*":
+        return left * right
+    if node.op == "/":
+        return left / right if right else float("nan")
     if node.op == "<":
         return bool(left < right)
     if node.op == ">":

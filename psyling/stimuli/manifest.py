@@ -66,9 +66,22 @@ def _human(value: Any, source: str) -> HumanFinding | None:
     size = value.get("size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, (int, float))):
         raise StimulusError("must be a number", file=source, field="human.size")
+    effect = value.get("effect")
+    if effect is not None and not isinstance(effect, str):
+        raise StimulusError("must be an expression such as (verb;%mismatch%) - (verb;%match%)", file=source,
+                            field="human.effect")
     return HumanFinding(measure=value["measure"], region=value.get("region"), direction=value["direction"],
                         source=value["source"], size=size, unit=value.get("unit"),
-                        ci=tuple(ci) if ci else None)
+                        ci=tuple(ci) if ci else None, effect=effect, size_source=value.get("size_source"))
+
+
+def _factors(value: Any, source: str) -> dict[str, tuple[str, ...]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, list) for v in value.values()):
+        raise StimulusError("must map each factor name to a list of levels, one per condition", file=source,
+                            field="factors")
+    return {str(k): tuple(str(level) for level in v) for k, v in value.items()}
 
 
 def _read_items(path: Path, regions: list[str], source_field: str, separator: str) -> list[Item]:
@@ -132,12 +145,12 @@ def load_manifest_set(path: Path) -> StimulusSet:
         unknown = [r for r in manipulated if r not in regions and r != "prefix"]
         if unknown:
             raise StimulusError(f"names unknown region {unknown[0]!r}", file=source, field="manipulated")
-    known = set(REQUIRED) | set(OPTIONAL_TEXT) | {"schema_version", "human"}
+    known = set(REQUIRED) | set(OPTIONAL_TEXT) | {"schema_version", "human", "factors"}
     stim = StimulusSet(
         regions=tuple(regions), conditions=tuple(conditions),
         items=_read_items(items_path, regions, source, "" if text.get("segmentation") == "none" else " "),
         predictions=parse_predictions(predictions, source), source=source,
-        human=_human(manifest.get("human"), source),
+        human=_human(manifest.get("human"), source), factors=_factors(manifest.get("factors"), source),
         metadata={"format": "psyling", "items_file": str(items_path),
                   **{k: v for k, v in manifest.items() if k not in known}}, **text)
     try:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..errors import StimulusError
-from .formula import FormulaError, Node, Term, parse_formula, terms
+from .formula import FormulaError, Node, Term, parse_expression, parse_formula, terms
 
 SCHEMA_VERSION = 1
 WHOLE_SENTENCE = "*"
@@ -27,6 +27,14 @@ class HumanFinding:
     size: Optional[float] = None
     unit: Optional[str] = None
     ci: Optional[tuple[float, float]] = None
+    # the human effect as an expression over (region; condition) cells, oriented so that the human effect is
+    # positive (slower reading, larger N400 / P600, lower acceptability in the first term); size/ci refer to it
+    effect: Optional[str] = None
+    size_source: Optional[str] = None  # where size/ci come from, when not from ``source``
+
+    @property
+    def effect_tree(self) -> Optional[Node]:
+        return parse_expression(self.effect) if self.effect else None
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,8 @@ class StimulusSet:
     license: str = ""
     citation: str = ""
     human: Optional[HumanFinding] = None
+    # factorial designs: factor name -> one level per condition (in ``conditions`` order)
+    factors: dict[str, tuple[str, ...]] = field(default_factory=dict)
     metric: str = "sum"
     segmentation: str = "whitespace"  # words are whitespace-delimited; "none": no words, regions only
     schema_version: int = SCHEMA_VERSION
@@ -156,6 +166,24 @@ class StimulusSet:
                 if term.condition not in self.conditions:
                     raise err(f"prediction {pred.formula!r} names unknown condition {term.condition!r}",
                               field="predictions")
+        for factor, levels in self.factors.items():
+            if len(levels) != len(self.conditions):
+                raise err(f"{len(levels)} levels given for {len(self.conditions)} conditions",
+                          field=f"factors.{factor}")
+            if len(set(levels)) < 2:
+                raise err("a factor needs at least two levels", field=f"factors.{factor}")
+        if self.human is not None and self.human.effect:
+            try:
+                tree = self.human.effect_tree
+            except FormulaError as exc:
+                raise err(str(exc), field="human.effect") from None
+            for term in terms(tree):
+                if term.condition not in self.conditions:
+                    raise err(f"names unknown condition {term.condition!r}", field="human.effect")
+                try:
+                    self.region_index(term.region)
+                except KeyError:
+                    raise err(f"names unknown region {term.region!r}", field="human.effect") from None
         if self.human is not None and self.human.region not in (None, WHOLE_SENTENCE) \
                 and self.human.region not in self.regions:
             raise err(f"human finding names unknown region {self.human.region!r}", field="human.region")

@@ -1,0 +1,198 @@
+"""``psyling analyze RUN_DIR``: statistics and the human comparison for a finished run, written next to it.
+
+Per set: accuracy (Wilson CI) and accuracy per phenomenon; a mixed-effects model of the critical region's
+surprisal on the condition factors (by-item random effects); the model's effect in bits with the verdict
+(present? human direction? size vs humans?), where the size in the human unit comes from linking functions
+fitted on a reading/ERP corpus scored by the same model; plots.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import pandas as pd
+
+from .errors import PsylingError
+from .hashing import sha256_file
+from .models import LanguageModel
+from .report import write_csv, write_json, write_parquet
+from .stats.compare import accuracy_by, compare_models
+from .stats.human import Linking, compare_with_humans
+from .stats.mixed import condition_effects
+from .stimuli import StimulusSet, load_stimuli
+from .stimuli.schema import WHOLE_SENTENCE
+
+RUN_FILES = ("manifest.json", "regions.parquet", "words.parquet", "predictions.parquet")
+# human measure -> (UCL corpus column, unit): the linking functions fitted by default
+UCL_LINKS = {"SPR": ("self_paced_reading_time", "ms"), "eye-tracking": ("RTfirstpass", "ms"),
+             "ERP-N400": ("N400", "µV")}
+LINKING_CHOICES = ("ucl", "none")
+
+
+@dataclass
+class AnalysisResult:
+    """Tables written under RUN_DIR/analysis; ``notes`` lists what could not be computed, one line each."""
+    comparison: pd.DataFrame
+    mixed: pd.DataFrame
+    accuracy: pd.DataFrame
+    linkings: dict[str, Linking]
+    out: Path
+    plots: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    """The manifest and tables of a run directory; a clear error names what is missing or unreadable."""
+    if not run_dir.is_dir():
+        raise PsylingError(f"{run_dir}: not a directory (give the --out folder of a psyling run)")
+    missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
+    if missing:
+        raise PsylingError(f"{run_dir}: not a complete psyling run directory (missing {', '.join(missing)})")
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+        tables = {name: pd.read_parquet(run_dir / f"{name}.parquet") for name in ("regions", "words", "predictions")}
+    except (OSError, ValueError) as exc:
+        raise PsylingError(f"{run_dir}: cannot read the run outputs ({exc})") from None
+    for name, column in (("regions", "surprisal"), ("words", "surprisal"), ("predictions", "passed")):
+        if column not in tables[name]:
+            raise PsylingError(f"{run_dir / (name + '.parquet')}: column {column!r} is missing")
+    return manifest, tables
+
+
+def run_sets(manifest: dict[str, Any], stimuli: Sequence[Union[str, Path]] = ()) -> tuple[list[StimulusSet], list[str]]:
+    """Reload the run's stimulus sets (from ``stimuli`` or the files its manifest lists), in run order."""
+    recorded = manifest.get("stimuli", {})
+    files = recorded.get("files", {})
+    # the files the sets were loaded from (a manifest's items CSV is read through its YAML)
+    sources = list(dict.fromkeys(s["source"] for s in recorded.get("sets", []) if s.get("source")))
+    paths = [Path(p) for p in stimuli] or [Path(p) for p in sources]
+    notes = []
+    absent = [p for p in paths if not p.exists()]
+    if absent:
+        raise PsylingError(f"stimulus file {absent[0]} (recorded in the run manifest) not found; "
+                           "give the stimuli with --stimuli")
+    if not stimuli:
+        changed = [p for p, digest in files.items() if Path(p).is_file() and sha256_file(Path(p)) != digest]
+        notes += [f"{p}: changed since the run (sha256 differs); analysing the current file" for p in changed]
+    loaded = load_stimuli(paths)
+    by_name = {s.name: s for s in loaded.sets}
+    names = [s["name"] for s in recorded.get("sets", [])]
+    limit = recorded.get("max_items")
+    sets = [replace(by_name[n], items=by_name[n].items[:limit]) if limit else by_name[n]
+            for n in names if n in by_name]
+    notes += [f"set {n}: scored in the run but not found in the stimulus files; skipped" for n in names
+              if n not in by_name]
+    return sets, notes + loaded.errors
+
+
+def _critical_table(stim: StimulusSet, regions: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The set's region rows (whole-sentence sums when the human region is ``*`` or absent) and the region."""
+    table = regions[regions["set"] == stim.name]
+    region = stim.human.region if stim.human and stim.human.region else WHOLE_SENTENCE
+    if region == WHOLE_SENTENCE:
+        table = (table.groupby(["set", "item", "condition"], as_index=False)[["surprisal", "surprisal_raw"]]
+                 .sum(min_count=1).assign(region=WHOLE_SENTENCE))
+    return table, region
+
+
+def mixed_tables(sets: list[StimulusSet], regions: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Per set, the mixed model of critical-region surprisal on its factors: one row per coefficient."""
+    parts, notes = [], []
+    for stim in sets:
+        table, region = _critical_table(stim, regions)
+        try:
+            fit = condition_effects(table, {k: list(v) for k, v in stim.factors.items()} or None, region,
+                                    list(stim.conditions))
+        except PsylingError as exc:
+            notes.append(f"set {stim.name}: mixed model not fitted: {exc}")
+            continue
+        parts.append(fit.coefficients.assign(set=stim.name, region=region, converged=fit.converged,
+                                             fallback=fit.fallback or "", loglik=fit.loglik,
+                                             random_effects=str(fit.random_effects)))
+    mixed = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if not mixed.empty:
+        mixed = mixed[["set", "region", *[c for c in mixed.columns if c not in ("set", "region")]]]
+    return mixed, notes
+
+
+def ucl_linkings(manifest: dict[str, Any], data_root: Optional[Path] = None, progress: bool = True,
+                 model: Optional[LanguageModel] = None) -> dict[str, Linking]:
+    """Score the UCL corpus with the run's model (same settings; ``model`` overrides the one its manifest
+    names) and fit surprisal -> SPR / first-pass / N400 linking functions (current word and two spillover
+    words, over length, log frequency and position)."""
+    from .api import run
+    from .stats.regression import baseline_predictors, fit_linking
+    from .stimuli.batteries import data_root as default_root
+    from .stimuli.corpora import load_ucl
+
+    root = Path(data_root) if data_root else default_root()
+    if not (root / "devarda2023_ucl_cloze_n400").is_dir():
+        raise PsylingError(f"UCL corpus not found under {root}; give --data-root or use --linking none")
+    corpus = load_ucl(root)
+    settings = manifest.get("settings", {})
+    scored = run(model or manifest["model"]["id"], stimuli=[corpus.stimuli], progress=progress,
+                 dtype=settings.get("dtype", "float32"),
+                 context_token=(settings.get("context_token") or {}).get("id"),
+                 batch_size=settings.get("batch_size", 32))
+    words = corpus.words.merge(scored.words[["item", "word_index", "surprisal"]], on=["item", "word_index"],
+                               how="left", validate="1:1")
+    words = baseline_predictors(words)
+    linkings = {}
+    for measure, (column, unit) in UCL_LINKS.items():
+        fit = fit_linking(words, column)
+        linkings[measure] = Linking(measure, unit, dict(fit.slopes), f"UCL corpus {column}",
+                                    details={"slope_se": fit.slope_se, "n": fit.n, "n_dropped": fit.n_dropped,
+                                             "r_squared": fit.r_squared, "baseline": fit.baseline_coefficients})
+    return linkings
+
+
+def analyze(run_dir: Union[str, Path], stimuli: Sequence[Union[str, Path]] = (), linking: str = "ucl",
+            data_root: Optional[Union[str, Path]] = None, plots: bool = True, progress: bool = True,
+            model: Optional[LanguageModel] = None) -> AnalysisResult:
+    """Compute the statistics of a run and write them to RUN_DIR/analysis (tables, plots, analysis.json)."""
+    run_dir = Path(run_dir)
+    if linking not in LINKING_CHOICES:
+        raise PsylingError(f"unknown linking {linking!r} (choose from {', '.join(LINKING_CHOICES)})")
+    manifest, tables = read_run(run_dir)
+    sets, notes = run_sets(manifest, stimuli)
+    if not sets:
+        raise PsylingError(f"{run_dir}: none of the run's stimulus sets could be reloaded")
+    regions = tables["regions"]
+    n_nan = int(regions["surprisal"].isna().sum())
+    if n_nan:
+        notes.append(f"{n_nan} region rows have no surprisal (NaN); items with them are left out of the effects")
+    out = run_dir / "analysis"
+    out.mkdir(exist_ok=True)
+    meta = pd.DataFrame({"set": [s.name for s in sets], "phenomenon": [s.phenomenon for s in sets]})
+    accuracy = accuracy_by(tables["predictions"], meta, by="phenomenon")
+    mixed, mixed_notes = mixed_tables(sets, regions)
+    notes += mixed_notes
+    linkings: dict[str, Linking] = {}
+    if linking == "ucl":
+        linkings = ucl_linkings(manifest, Path(data_root) if data_root else None, progress, model)
+    comparison = compare_with_humans(sets, regions, tables["words"], linkings)
+    for name, table in (("comparison", comparison), ("mixed", mixed), ("accuracy_by_phenomenon", accuracy)):
+        write_parquet(out / f"{name}.parquet", table)
+    write_csv(out / "verdicts.csv", comparison[["set", "present", "direction", "verdict"]])
+    result = AnalysisResult(comparison, mixed, accuracy, linkings, out, notes=notes)
+    if plots:
+        from .report.plots import effects_plot, region_profile
+        (out / "plots").mkdir(exist_ok=True)
+        result.plots = [region_profile(s, regions, out / "plots" / f"profile_{s.name}.png") for s in sets]
+        result.plots.append(effects_plot(comparison, out / "plots" / "effects.png"))
+    write_json(out / "analysis.json", {"run": str(run_dir), "model": manifest.get("model", {}).get("id"),
+                       "linking": {m: {"unit": k.unit, "slopes": k.slopes, "source": k.source, **k.details}
+                                   for m, k in linkings.items()},
+                       "alpha": 0.05, "multiple_comparisons": "Benjamini-Hochberg across sets",
+                       "notes": notes})
+    return result
+
+
+def compare_runs(run_a: Union[str, Path], run_b: Union[str, Path], n_boot: int = 10000,
+                 seed: int = 0) -> pd.DataFrame:
+    """Two runs on the same stimuli (e.g. two models), per set: accuracies, the paired-bootstrap CI of their
+    difference, McNemar's test over items and Benjamini-Hochberg q across sets."""
+    (_, a), (_, b) = read_run(Path(run_a)), read_run(Path(run_b))
+    return compare_models(a["predictions"], b["predictions"], n_boot=n_boot, seed=seed)
