@@ -17,8 +17,12 @@ from .errors import PsylingError
 from .hashing import sha256_file
 from .measures import REGION_COLUMNS, TOKEN_COLUMNS, WORD_COLUMNS, surprisal_tables
 from .measures.imported import imported_regions, read_table
-from .models import DEFAULT_MODEL, LanguageModel, ScoreRequest, Scorer, load_model
-from .report import write_run, write_tables
+from .interp.activations import ActivationWriter
+from .interp.lens import emergence, lens_tables
+from .measures.alignment import align
+from .models import DEFAULT_MODEL, CaptureSpec, LanguageModel, ScoreRequest, Scorer, load_model
+from .models.capture import n_layers
+from .report import write_parquet, write_run, write_tables
 from .stats import PREDICTION_COLUMNS, evaluate_predictions, summarise
 from .stimuli import LoadedStimuli, StimulusSet, battery_files, load_stimuli
 
@@ -36,18 +40,35 @@ class RunResult:
     summary: pd.DataFrame
     manifest: dict[str, Any]
     errors: list[str] = field(default_factory=list)
+    lens: dict[str, pd.DataFrame] = field(default_factory=dict)  # lens_regions, lens_predictions, lens_emergence
 
     def save(self, out: Union[str, Path]) -> Path:
-        """Write the run directory (manifest, tokens, words, regions, predictions, summary)."""
+        """Write the run directory (manifest, tokens, words, regions, predictions, summary; lens tables)."""
         out = Path(out)
         write_run(out, self.manifest, {"tokens": self.tokens, "words": self.words, "regions": self.regions,
                                        "predictions": self.predictions}, self.summary)
+        for name, table in self.lens.items():
+            write_parquet(out / f"{name}.parquet", table)
         return out
 
 
 def _requests(stim: StimulusSet) -> list[ScoreRequest]:
     return [ScoreRequest((stim.name, item.id, c), item.conditions[c].text, item.conditions[c].prefix)
             for item in stim.items for c in stim.conditions]
+
+
+def _pooler(stim: StimulusSet, writer: ActivationWriter):
+    """A scoring consumer that pools each request's token activations by its words or regions."""
+    items = {item.id: item for item in stim.items}
+
+    def consume(batch: list) -> None:
+        for scored in batch:
+            _, item_id, cname = scored.request.key
+            cond = items[item_id].conditions[cname]
+            where = f"set={stim.name} item={item_id} condition={cname}"
+            alignment = align(cond, scored.offsets, stim.regions, where, stim.segmentation)
+            writer.add(scored.request.key, scored.activations, alignment, cond.regions)
+    return consume
 
 
 def _invariance(scorer: Scorer, requests: list[ScoreRequest], reference: dict) -> dict[str, Any]:
@@ -90,14 +111,21 @@ def run(model: Union[str, LanguageModel] = DEFAULT_MODEL,
         device: str = "cpu", dtype: str = "float32", context_token: Union[str, int, None] = None,
         padding_side: str = "right", measure: str = "surprisal", trust_remote_code: bool = False,
         revision: Optional[str] = None, progress: bool = True, max_items: Optional[int] = None,
-        detokenize: bool = False) -> RunResult:
+        detokenize: bool = False, activations: Optional[CaptureSpec] = None, pool: str = "word",
+        pool_method: str = "mean", lens_layers: Union[Sequence[int], str, None] = None) -> RunResult:
     """Score stimulus files and/or a battery with a model; write the run directory when ``out`` is given.
 
     A stimulus file that fails to load, or a set that cannot be aligned, is reported in ``errors`` and the
     other sets are still scored. ``max_items`` keeps only the first N items of each set (quick checks; the
     manifest records it). ``detokenize`` attaches the SyntaxGym 2020 suites' free-standing " ." and " ," to
-    the preceding word."""
+    the preceding word. ``activations`` captures the listed sites (e.g. residual stream per layer) in the same
+    forward pass, pooled per ``pool`` unit (word or region) with ``pool_method`` (mean, first, last token), and
+    streams them to ``out/activations`` (see ``psyling.interp.load_activations``). ``lens_layers`` adds the
+    logit lens: region surprisal and predictions read out at those layers ("all": every layer), and where each
+    prediction emerges."""
     started = time.perf_counter()
+    if activations is not None and out is None:
+        raise PsylingError("capturing activations needs an output folder (out=...)")
     if measure not in MEASURES:
         raise PsylingError(f"unknown prediction measure {measure!r} (choose from {', '.join(MEASURES)})")
     loaded = _load(stimuli, battery, detokenize)
@@ -109,16 +137,22 @@ def run(model: Union[str, LanguageModel] = DEFAULT_MODEL,
     lm = model if isinstance(model, LanguageModel) else load_model(
         model, dtype=dtype, device=device, trust_remote_code=trust_remote_code, revision=revision)
     load_seconds = time.perf_counter() - t0
+    if lens_layers == "all":
+        lens_layers = list(range(n_layers(lm.model) + 1))
     scorer = Scorer(lm, context_token=context_token, batch_size=batch_size, padding_side=padding_side,
-                    progress=progress)
+                    progress=progress, capture=activations, lens_layers=lens_layers)
+    writer = ActivationWriter(Path(out) / "activations", scorer.sites, pool, pool_method,
+                              activations.dtype) if activations else None
     errors = list(loaded.errors)
-    parts: dict[str, list[pd.DataFrame]] = {"tokens": [], "words": [], "regions": [], "predictions": []}
+    parts: dict[str, list[pd.DataFrame]] = {"tokens": [], "words": [], "regions": [], "predictions": [],
+                                            "lens_regions": [], "lens_predictions": []}
     scored_sets: list[StimulusSet] = []
     invariance = None
     for stim in loaded.sets:
         try:
             requests = _requests(stim)
-            scores = {s.request.key: s for s in scorer.score(requests, desc=stim.name)}
+            consumer = _pooler(stim, writer) if writer else None
+            scores = {s.request.key: s for s in scorer.score(requests, desc=stim.name, consumer=consumer)}
             tokens, words, regions = surprisal_tables(stim, scores, scorer.markers, lm.tokenizer)
         except PsylingError as exc:
             errors.append(f"{stim.source}: {exc}")
@@ -129,9 +163,18 @@ def run(model: Union[str, LanguageModel] = DEFAULT_MODEL,
         parts["words"].append(words)
         parts["regions"].append(regions)
         parts["predictions"].append(evaluate_predictions(stim, regions, measure))
+        if lens_layers:
+            lens_regions, lens_predictions = lens_tables(stim, scores, scorer.markers, lm.tokenizer,
+                                                         scorer.lens_layers, measure)
+            parts["lens_regions"].append(lens_regions)
+            parts["lens_predictions"].append(lens_predictions)
         scored_sets.append(stim)
     columns = {"tokens": TOKEN_COLUMNS, "words": WORD_COLUMNS, "regions": REGION_COLUMNS,
                "predictions": PREDICTION_COLUMNS}
+    lens_parts = {k: parts.pop(k) for k in ("lens_regions", "lens_predictions")}
+    lens = {k: pd.concat(v, ignore_index=True) for k, v in lens_parts.items() if v}
+    if lens:
+        lens["lens_emergence"] = emergence(lens["lens_predictions"])
     tables = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame(columns=columns[k])
               for k, v in parts.items()}
     summary = summarise(tables["predictions"], scored_sets)
@@ -163,7 +206,13 @@ def run(model: Union[str, LanguageModel] = DEFAULT_MODEL,
         "invariance_check": invariance,
         "environment": _environment(),
     }
-    result = RunResult(**tables, summary=summary, manifest=manifest, errors=errors)
+    if writer is not None:
+        manifest["activations"] = {"sites": scorer.sites, "pool": pool, "method": pool_method,
+                                   "dtype": activations.dtype, "folder": "activations"}
+        writer.close(manifest["activations"])
+    if lens_layers:
+        manifest["lens"] = {"layers": scorer.lens_layers, "read_out": "final norm + unembedding of resid.LAYER"}
+    result = RunResult(**tables, summary=summary, manifest=manifest, errors=errors, lens=lens)
     if out is not None:
         result.save(out)
     return result

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .errors import PsylingError
-from .models import DEFAULT_MODEL, EMBEDDED
+from .models import DEFAULT_MODEL, EMBEDDED, CaptureSpec
 
 USER_ERROR = 2
 
@@ -19,14 +19,23 @@ def _run(args: argparse.Namespace) -> int:
 
     if not args.stimuli and not args.battery:
         raise PsylingError("give stimulus paths with --stimuli or a battery with --battery")
+    capture = CaptureSpec(tuple(k.strip() for k in args.activations.split(",")), _layers(args.layers),
+                          args.activation_dtype) if args.activations else None
+    lens = (_layers(args.layers) or "all") if args.lens else None
     result = run(args.model, args.stimuli or (), args.battery, args.out, batch_size=args.batch_size,
                  device=args.device, dtype=args.dtype, context_token=args.context_token,
                  padding_side=args.padding_side, measure=args.measure, trust_remote_code=args.trust_remote_code,
                  revision=args.revision, progress=not args.quiet, max_items=args.max_items,
-                 detokenize=args.detokenize)
+                 detokenize=args.detokenize, activations=capture, pool=args.pool, pool_method=args.pool_method,
+                 lens_layers=lens)
     print(format_summary(result.summary))
     if args.battery:
         print(_battery_score(args.battery, result.predictions))
+    if result.lens:
+        from .interp.lens import lens_accuracy
+        print("\nlogit lens: accuracy when the predictions are read out at each layer")
+        for name, table in lens_accuracy(result.lens["lens_predictions"]).groupby("set", sort=False):
+            print(f"  {name}: " + "  ".join(f"{r.layer}: {r.accuracy:.2f}" for r in table.itertuples()))
     check = result.manifest["invariance_check"] or {}
     timing = result.manifest["timings"]
     print(f"\n{timing['tokens_scored']} tokens in {timing['scoring_s']:.1f} s; batch-size invariance "
@@ -34,6 +43,16 @@ def _run(args: argparse.Namespace) -> int:
     for line in result.errors:
         print(f"psyling: skipped: {line}", file=sys.stderr)
     return USER_ERROR if result.errors else 0
+
+
+def _layers(text: str) -> Optional[tuple[int, ...]]:
+    """None for "all", else the comma-separated layer numbers."""
+    if text.strip() == "all":
+        return None
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise PsylingError(f"--layers must be 'all' or comma-separated numbers such as 0,6,12 (got {text!r})") from None
 
 
 def _battery_score(name: str, predictions) -> str:
@@ -61,6 +80,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(format_summary(result.summary))
     if args.battery:
         print(_battery_score(args.battery, result.predictions))
+    if result.lens:
+        from .interp.lens import lens_accuracy
+        print("\nlogit lens: accuracy when the predictions are read out at each layer")
+        for name, table in lens_accuracy(result.lens["lens_predictions"]).groupby("set", sort=False):
+            print(f"  {name}: " + "  ".join(f"{r.layer}: {r.accuracy:.2f}" for r in table.itertuples()))
     for line in result.errors:
         print(f"psyling: skipped: {line}", file=sys.stderr)
     return USER_ERROR if result.errors else 0
@@ -96,6 +120,49 @@ def _compare(args: argparse.Namespace) -> int:
     print(format_comparison(table, str(args.run_a), str(args.run_b)))
     if args.out:
         write_csv(args.out, table)
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from .layerwise import best_layer, probe_run
+
+    table = probe_run(args.run_dir, args.factor, args.sets or (), args.stimuli or (), region=args.region,
+                      folds=args.folds, n_permutations=args.permutations)
+    wide = table.pivot_table(index=["layer", "site"], columns="metric", values="value").reset_index()
+    columns = [c for c in ("accuracy", "control_accuracy", "selectivity", "majority", "p_value") if c in wide]
+    print(wide[["site", *columns]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    site, value = best_layer(table, "accuracy")
+    print(f"\nbest site: {site} (accuracy {value:.3f}); table and plot in {Path(args.run_dir) / 'interp'}")
+    return 0
+
+
+def _lens(args: argparse.Namespace) -> int:
+    from .api import run
+    from .interp.lens import lens_accuracy
+    from .layerwise import lens_plots
+
+    if not args.stimuli and not args.battery:
+        raise PsylingError("give stimulus paths with --stimuli or a battery with --battery")
+    result = run(args.model, args.stimuli or (), args.battery, args.out, batch_size=args.batch_size,
+                 progress=not args.quiet, max_items=args.max_items, lens_layers=_layers(args.layers) or "all")
+    for name, table in lens_accuracy(result.lens["lens_predictions"]).groupby("set", sort=False):
+        print(f"{name}: " + "  ".join(f"{r.layer}: {r.accuracy:.2f}" for r in table.itertuples()))
+    emerged = result.lens["lens_emergence"]["emerges_at"]
+    print(f"\npredictions holding at the last layer emerge at layer {emerged.median():.0f} (median; "
+          f"{emerged.notna().sum()} of {len(emerged)} item predictions hold at the last layer)")
+    print(f"{len(lens_plots(args.out))} plots and lens_*.parquet in {args.out}")
+    return 0
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from .layerwise import best_layer, encode_corpus
+
+    table = encode_corpus(args.model, args.measure, args.out, _layers(args.layers), args.data_root,
+                          folds=args.folds, n_permutations=args.permutations, progress=not args.quiet)
+    print(table[["site", "r2", "r2_baseline", "delta_r2", "p_value", "q_value"]].to_string(
+        index=False, float_format=lambda v: f"{v:.4f}"))
+    site, value = best_layer(table, "delta_r2")
+    print(f"\nbest site for {args.measure}: {site} (ΔR² {value:.4f}); table and plot in {Path(args.out) / 'interp'}")
     return 0
 
 
@@ -177,6 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--revision", help="model revision (hub models)")
     run.add_argument("--trust-remote-code", action="store_true", help="allow a model's own code (off by default)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--activations", metavar="KINDS",
+                     help="capture activations in the scoring pass: resid, attn, mlp (comma-separated), "
+                          "written to OUT/activations")
+    run.add_argument("--layers", default="all", help="layers to capture (all, or e.g. 0,6,12; default all)")
+    run.add_argument("--pool", default="word", choices=["word", "region"], help="pool activations per word or region")
+    run.add_argument("--pool-method", default="mean", choices=["mean", "first", "last"])
+    run.add_argument("--activation-dtype", default="float32", choices=["float32", "float16"])
+    run.add_argument("--lens", action="store_true",
+                     help="also run the logit lens at --layers: lens_regions, lens_predictions, lens_emergence")
     run.set_defaults(func=_run)
     ev = sub.add_parser("evaluate", help="evaluate predictions on a surprisal table computed elsewhere")
     ev.add_argument("--surprisal", required=True, type=Path,
@@ -206,6 +282,35 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--seed", type=int, default=0)
     cmp.add_argument("--out", type=Path, help="also write the table as CSV")
     cmp.set_defaults(func=_compare)
+    pr = sub.add_parser("probe", help="linear probes per layer on a run's activations, for a condition factor")
+    pr.add_argument("run_dir", type=Path, help="a run made with --activations")
+    pr.add_argument("--factor", required=True, help="a factor the sets declare, e.g. number")
+    pr.add_argument("--sets", nargs="+", help="only these sets (default: every set declaring the factor)")
+    pr.add_argument("--stimuli", nargs="+", metavar="PATH", help="the run's stimulus files (default: manifest)")
+    pr.add_argument("--region", help="probe only this region's rows (a run with --pool region), e.g. verb")
+    pr.add_argument("--folds", type=int, default=5)
+    pr.add_argument("--permutations", type=int, default=100)
+    pr.set_defaults(func=_probe)
+    le = sub.add_parser("lens", help="logit lens: predictions read out at each layer, and where they emerge")
+    le.add_argument("--model", default=DEFAULT_MODEL)
+    le.add_argument("--stimuli", nargs="+", metavar="PATH")
+    le.add_argument("--battery")
+    le.add_argument("--out", required=True, type=Path)
+    le.add_argument("--layers", default="all")
+    le.add_argument("--batch-size", type=int, default=32)
+    le.add_argument("--max-items", type=int)
+    le.add_argument("--quiet", action="store_true")
+    le.set_defaults(func=_lens)
+    en = sub.add_parser("encode", help="per-layer encoding of UCL corpus N400 / SPR / eye-tracking")
+    en.add_argument("--model", default=DEFAULT_MODEL)
+    en.add_argument("--measure", default="N400", choices=["N400", "SPR", "eye-tracking"])
+    en.add_argument("--out", required=True, type=Path)
+    en.add_argument("--layers", default="all")
+    en.add_argument("--data-root", type=Path)
+    en.add_argument("--folds", type=int, default=10)
+    en.add_argument("--permutations", type=int, default=200)
+    en.add_argument("--quiet", action="store_true")
+    en.set_defaults(func=_encode)
     validate = sub.add_parser("validate", help="check stimulus files; one line per problem")
     validate.add_argument("paths", nargs="+", help="stimulus files or folders")
     validate.set_defaults(func=_validate)

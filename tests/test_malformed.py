@@ -111,7 +111,8 @@ CASES = {
                               ["field=human.size", "must be a number"]),
     "reserved region name": (lambda t: manifest(t, replace_yaml("[subject, verb, rest]", "[prefix, verb, rest]")),
                              ["field=regions", "reserved"]),
-    "syntaxgym invalid json": (lambda t: write(t, "sg.json", "{\"meta\": "), ["sg.json", "field=json", "not valid JSON"]),
+    "syntaxgym invalid json": (lambda t: write(t, "sg.json", "{\"meta\": "),
+                               ["sg.json", "field=json", "not valid JSON"]),
     "syntaxgym region numbers": (lambda t: write(t, "sg.json", json.dumps(sg_suite(
         region_meta={"1": "subj", "3": "verb"}))), ["sg.json", "field=region_meta", "1..N"]),
     "syntaxgym duplicate item": (lambda t: write(t, "sg.json", json.dumps(sg_suite(

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from psyling.errors import PsylingError
-from psyling.stimuli.sap import (EFFECT_COLUMNS, SAP_FOLDER, SURPRISAL_COLUMNS, load_sap_effects,
-                                 load_sap_surprisal, load_sap_trials)
+from psyling.stimuli.sap import (EFFECT_COLUMNS, SAP_FOLDER, SURPRISAL_COLUMNS, join_sap_trials, load_sap_effects,
+                                 load_sap_surprisal, load_sap_trial_surprisal, load_sap_trials)
 
 ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
 
@@ -157,6 +157,82 @@ def test_sap_trials(sap):
     trials = load_sap_trials(sap)
     assert len(trials) == 81924 and trials["participant"].nunique() == 2000
     assert set(trials["ROI"]) == {0, 1, 2} and set(trials["Type"]) == {"AGREE", "NPZ"}
+
+
+def test_sap_trials_join_the_released_surprisal(sap):
+    joined = load_sap_trial_surprisal(sap)
+    assert len(joined) == 81924
+    assert joined["join_status"].value_counts().to_dict() == {"ok": 81909, "word differs": 15}
+    # the 15: five NP/Z trials of item 14 (unambiguous) whose Sentence is empty and whose three ROI words sit one
+    # position later than in the released sentence
+    bad = joined[joined["join_status"] != "ok"]
+    assert set(zip(bad["Type"], bad["item"], bad["condition"])) == {("NPZ", 14, "NPZ_UAMB")}
+    assert bad["participant"].nunique() == 5 and bad["Sentence"].isna().all() and bad["surprisal"].isna().all()
+    ok = joined[joined["join_status"] == "ok"]
+    assert ok["Sentence"].notna().all() and ok[["surprisal", "surprisal_prev1"]].notna().all().all()
+    # independently of the released table: WordPosition counts the trial sentence's words from 1
+    shown = ok.drop_duplicates(["Sentence", "WordPosition", "EachWord", "prev_word"])
+    words = shown["Sentence"].str.split(" ")
+    assert all(w[i - 1] == each for w, i, each in zip(words, shown["WordPosition"], shown["EachWord"]))
+    assert all(w[i - 2] == prev for w, i, prev in zip(words, shown["WordPosition"], shown["prev_word"]))
+    # ROI 0 is the critical word and pGram U / G are the ungrammatical / ambiguous and grammatical / unambiguous
+    # conditions: the agreement difference over its 18 items is the paper's 7.22 bits; NP/Z's 18 trial items (of
+    # 24) give the difference read here from the raw file (disambPosition_0idx counts from 0 in ClassicGP)
+    roi0 = ok[ok["ROI"] == 0].pivot_table(index=["Type", "item"], columns="pGram", values="surprisal")
+    diff = (roi0["U"] - roi0["G"]).groupby(level="Type").mean()
+    raw = pd.read_csv(sap / "Surprisals" / "data" / "gpt2" / "items_ClassicGP.gpt2.csv", index_col=0)
+    critical = raw[(raw["word_pos"] == raw["disambPosition_0idx"]) & raw["item"].isin(roi0.loc["NPZ"].index)]
+    npz = critical.pivot_table(index="item", columns="condition", values="sum_surprisal_base2")
+    assert abs(diff["AGREE"] - 7.22) <= 0.01 and len(npz) == 18
+    assert abs(diff["NPZ"] - (npz["NPZ_AMB"] - npz["NPZ_UAMB"]).mean()) < 1e-9
+    # spillover: the previous word's surprisal at ROI 1 is the same trial's ROI 0 surprisal
+    trial = ["participant", "Type", "item"]
+    pair = ok[ok["ROI"] == 0].merge(ok[ok["ROI"] == 1], on=trial, suffixes=("_0", "_1"))
+    assert len(pair) > 27000 and (pair["surprisal_0"] == pair["surprisal_prev1_1"]).all()
+
+
+def test_sap_join_names_the_rows_it_cannot_match():
+    words = pd.DataFrame({"subset": "Agreement", "item": 1, "condition": "AGREE", "sentence": "A dog barks loudly",
+                          "word_pos": range(4), "word": ["A", "dog", "barks", "loudly"],
+                          "surprisal": [5.0, 9.0, 7.0, 4.0]})
+    trials = pd.DataFrame({"Type": "AGREE", "pGram": ["G", "G", "G", "G", "U"], "item": 1,
+                           "WordPosition": [3, 4, 3, 5, 3], "EachWord": ["barks", "quietly", "barks", "x", "barks"],
+                           "Sentence": ["A dog barks loudly", "A dog barks quietly", "A cat barks loudly", None,
+                                        "A dog bark loudly"]})
+    joined = join_sap_trials(trials, words)
+    assert joined["join_status"].tolist() == ["ok", "word differs", "sentence differs", "no such word",
+                                              "no such word"]
+    assert joined["surprisal"].tolist()[0] == 7.0 and joined["surprisal_prev1"].tolist()[0] == 9.0
+    assert joined["surprisal"].isna().tolist() == [False, True, True, True, True]
+    with pytest.raises(PsylingError, match="unknown Type/pGram AGREE/X"):
+        join_sap_trials(trials.assign(pGram="X"), words)
+    with pytest.raises(PsylingError, match="missing column"):
+        join_sap_trials(trials.drop(columns="EachWord"), words)
+
+
+SUBSET_PARTICIPANTS = 40  # the first 40 participant ids in sorted order: the full 2000 take minutes to fit
+
+
+def test_sap_surprisal_predicts_trial_reading_times(sap):
+    sap_benchmark = script("sap_benchmark")
+    table = sap_benchmark.surprisal_regressions(sap, participants=SUBSET_PARTICIPANTS).set_index("construction")
+    trials = load_sap_trials(sap)
+    chosen = trials[trials["participant"].isin(sorted(trials["participant"].unique())[:SUBSET_PARTICIPANTS])]
+    counts = chosen["Type"].value_counts()
+    assert table["n_trials"].to_dict() == {"Agreement": counts["AGREE"], "NP/Z": counts["NPZ"]} == \
+        {"Agreement": 876, "NP/Z": 776}
+    assert table["n_unjoined"].eq(0).all() and table["n_dropped"].eq(0).all()
+    assert (table["n"] == table["n_trials"]).all()
+    assert table["n_subjects"].eq(SUBSET_PARTICIPANTS).all() and table["n_items"].eq(18).all()
+    assert table["converged"].all()
+    # surprisal adds to the baseline in both constructions: positive dLL, LR test p < .05, slopes > 0 ms/bit
+    assert (table["delta_ll"] > 0).all() and (table["p_value"] < 0.05).all()
+    assert (table["slope"] > 0).all() and (table["slope_prev"] > 0).all()
+    assert (table["lr"] - 2 * table["delta_ll"]).abs().max() < 1e-9
+    assert (table["delta_ll_per_trial"] * table["n"] - table["delta_ll"]).abs().max() < 1e-9
+    assert "none released" in sap_benchmark.format_regressions(table.reset_index(), "RT_corrected")
+    with pytest.raises(PsylingError, match="unknown reading-time column 'logRT'"):
+        sap_benchmark.surprisal_regressions(sap, rt="logRT")
 
 
 # --- malformed SAP files ------------------------------------------------------------------------------------------

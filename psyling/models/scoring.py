@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import AlignmentError, ModelError
+from .capture import DTYPES, Capture, CaptureSpec, LensHead, n_layers
 from .loading import LanguageModel
 from .vocab import WordMarkers, word_markers
 
@@ -37,6 +38,13 @@ class TokenScores:
     logprob: np.ndarray
     log_bow: np.ndarray
     log_nonbow_first: float
+    activations: Optional[dict[str, np.ndarray]] = None  # site -> [n_tokens, d], only while a consumer runs
+    lens: Optional[dict[int, tuple[np.ndarray, np.ndarray, float]]] = None  # layer -> (logprob, log_bow, nonbow)
+
+    def at_layer(self, layer: int) -> "TokenScores":
+        """These scores as the logit lens reads them at ``layer`` (needs a Scorer with ``lens_layers``)."""
+        logprob, log_bow, log_nonbow = self.lens[layer]
+        return TokenScores(self.request, self.token_ids, self.offsets, logprob, log_bow, log_nonbow)
 
 
 def _context_token_id(tokenizer: Any, choice: Union[str, int, None]) -> int:
@@ -65,7 +73,8 @@ class Scorer:
     Results do not depend on batch size or padding side (the built-in check measures it)."""
 
     def __init__(self, lm: LanguageModel, *, context_token: Union[str, int, None] = None, batch_size: int = 32,
-                 padding_side: str = "right", progress: bool = True) -> None:
+                 padding_side: str = "right", progress: bool = True, capture: Optional[CaptureSpec] = None,
+                 lens_layers: Optional[Sequence[int]] = None) -> None:
         if batch_size < 1:
             raise ModelError("batch size must be at least 1")
         if padding_side not in ("left", "right"):
@@ -77,6 +86,12 @@ class Scorer:
         self._bow_eos = self.markers.bow.clone()  # word-initial tokens or EOS: the word-boundary set
         if self.markers.eos_id is not None:
             self._bow_eos[self.markers.eos_id] = True
+        self.capture = capture
+        self.sites = capture.sites(n_layers(lm.model)) if capture else []
+        self.lens_layers = list(lens_layers or [])
+        self._lens = LensHead(lm.model) if self.lens_layers else None
+        lens_sites = CaptureSpec(("resid",), tuple(self.lens_layers)).sites(n_layers(lm.model)) if lens_layers else []
+        self._hooked = list(dict.fromkeys(self.sites + lens_sites))
         self.n_tokens = 0
         self.seconds = 0.0
 
@@ -108,9 +123,11 @@ class Scorer:
         return context, ids, offsets
 
     def score(self, requests: Iterable[ScoreRequest], *, batch_size: Optional[int] = None,
-              padding_side: Optional[str] = None, progress: Optional[bool] = None,
-              desc: str = "scoring") -> list[TokenScores]:
-        """Score requests; returns results in request order."""
+              padding_side: Optional[str] = None, progress: Optional[bool] = None, desc: str = "scoring",
+              consumer: Optional[Callable[[list[TokenScores]], None]] = None) -> list[TokenScores]:
+        """Score requests; returns results in request order. With activation capture, each batch's results
+        (with ``activations``) go to ``consumer`` as soon as they are computed, and the activations are then
+        dropped, so memory does not grow with the number of requests."""
         requests = list(requests)
         batch_size = batch_size or self.batch_size
         padding_side = padding_side or self.padding_side
@@ -131,8 +148,14 @@ class Scorer:
             for i, first, out in zip(batch, firsts, self._forward(seqs, firsts, padding_side)):
                 ids, offsets = encoded[i][1], encoded[i][2]
                 results[i] = TokenScores(requests[i], ids, offsets, out["logprob"][first:],
-                                         out["log_bow"][first:], out["log_nonbow"])
+                                         out["log_bow"][first:], out["log_nonbow"], out.get("activations"),
+                                         {layer: (o["logprob"][first:], o["log_bow"][first:], o["log_nonbow"])
+                                          for layer, o in out.get("lens", {}).items()} or None)
                 self.n_tokens += len(ids)
+            if consumer is not None:
+                consumer([results[i] for i in batch])
+            for i in batch:
+                results[i].activations = None
         self.seconds += time.perf_counter() - started
         return results  # type: ignore[return-value]
 
@@ -150,8 +173,25 @@ class Scorer:
             input_ids[row, start:start + len(seq)] = torch.tensor(seq)
             mask[row, start:start + len(seq)] = 1
             positions[row, start:start + len(seq)] = torch.arange(len(seq))
-        logits = self.lm.model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                               position_ids=positions.to(device), use_cache=False).logits
+        with Capture(self.lm.model, self._hooked) as captured:
+            logits = self.lm.model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                   position_ids=positions.to(device), use_cache=False).logits
+        outs = self._token_outputs(logits, seqs, firsts, starts)
+        for row, (seq, first) in enumerate(zip(seqs, firsts)):
+            span = slice(starts[row] + 1 + first, starts[row] + len(seq))  # the text's tokens
+            if self.sites:
+                dtype = DTYPES[self.capture.dtype]
+                outs[row]["activations"] = {site: captured.values[site][row, span].to(dtype).cpu().numpy()
+                                            for site in self.sites}
+        for layer in self.lens_layers:  # one layer at a time: memory stays at one batch of logits
+            lens = self._lens.logits(captured.values[f"resid.{layer}"])
+            for row, out in enumerate(self._token_outputs(lens, seqs, firsts, starts)):
+                outs[row].setdefault("lens", {})[layer] = out
+        return outs
+
+    def _token_outputs(self, logits: torch.Tensor, seqs: list[list[int]], firsts: list[int],
+                       starts: list[int]) -> list[dict[str, Any]]:
+        """Per sequence: log P of each next token (nats), the word-boundary masses and the first-word term."""
         bow, bow_eos = self.markers.bow.to(logits.device), self._bow_eos.to(logits.device)
         outs = []
         for row, (seq, first) in enumerate(zip(seqs, firsts)):

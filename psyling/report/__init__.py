@@ -2,5 +2,5 @@
 from .outputs import TABLES, write_csv, write_json, write_parquet, write_run, write_tables
 from .terminal import format_comparison, format_summary, format_verdicts
 
-__all__ = ["TABLES", "format_comparison", "format_summary", "format_verdicts", "write_csv", "write_json", "write_parquet", "write_run",
-           "write_tables"]
+__all__ = ["TABLES", "format_comparison", "format_summary", "format_verdicts", "write_csv", "write_json",
+           "write_parquet", "write_run", "write_tables"]

@@ -12,7 +12,6 @@ from .sg_score import item_passes, sg_score, suite_accuracy
 
 __all__ = ["BootstrapResult", "DeltaLL", "Linking", "LinkingFunction", "McNemarResult", "MixedDeltaLL", "MixedFit",
            "PREDICTION_COLUMNS", "SUMMARY_COLUMNS", "accuracy_by", "add_spillover", "baseline_predictors",
-           "benjamini_hochberg", "compare_models", "compare_with_humans", "condition_effects",
-           "crossed_intercepts", "delta_loglik", "evaluate_predictions", "fit_linking", "fit_mixed", "item_passes",
-           "item_values", "mcnemar", "mixed_delta_loglik", "paired_bootstrap", "sg_score", "suite_accuracy", "summarise",
-           "wilson_interval"]
+           "benjamini_hochberg", "compare_models", "compare_with_humans", "condition_effects", "crossed_intercepts",
+           "delta_loglik", "evaluate_predictions", "fit_linking", "fit_mixed", "item_passes", "item_values", "mcnemar",
+           "mixed_delta_loglik", "paired_bootstrap", "sg_score", "suite_accuracy", "summarise", "wilson_interval"]

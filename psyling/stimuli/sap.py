@@ -161,8 +161,9 @@ def join_sap_trials(trials: pd.DataFrame, words: pd.DataFrame) -> pd.DataFrame:
                         word_pos=trials["WordPosition"].to_numpy() - 1)
     here = out[index].merge(released, on=index, how="left")
     before = out[index].assign(word_pos=out["word_pos"] - 1).merge(released, on=index, how="left")
+    sentence = out["Sentence"].to_numpy()
     status = np.select([here["word"].isna(), here["word"].to_numpy() != out["EachWord"].to_numpy(),
-                        out["Sentence"].notna().to_numpy() & (here["sentence"].to_numpy() != out["Sentence"].to_numpy())],
+                        out["Sentence"].notna().to_numpy() & (here["sentence"].to_numpy() != sentence)],
                        ["no such word", "word differs", "sentence differs"], "ok")
     ok = status == "ok"
     return out.assign(word=here["word"].to_numpy(), surprisal=here["surprisal"].where(ok).to_numpy(),
