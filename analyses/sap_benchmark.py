@@ -13,8 +13,9 @@ caplabnyu/sapbenchmark.
 4. Trial-level regressions of reading time on the released GPT-2 surprisal of the word read and of the word
    before it (ms/bit), per subset (agreement, NP/Z): likelihood-ratio test against a baseline of word length,
    log frequency, word position and trial number, with crossed by-participant and by-item random intercepts.
-   The release publishes no surprisal-to-RT slope to compare with. Fitting all 2000 participants takes minutes
-   (the runtime is printed); --participants N fits the first N participant ids in sorted order.
+   The release publishes no surprisal-to-RT slope to compare with. Fitting all 2000 participants is slow with
+   statsmodels' MixedLM (over an hour per construction; the runtime is printed); --participants N fits the
+   first N participant ids in sorted order (40: about 10 s).
 
     python3 analyses/sap_benchmark.py [--data-root PATH] [--participants N] [--rt RT_corrected|RT]
 """
@@ -131,7 +132,7 @@ def surprisal_regressions(root: Path, rt: str = "RT_corrected", participants: Op
     if rt not in ("RT_corrected", "RT"):
         raise PsylingError(f"unknown reading-time column {rt!r} (known: RT_corrected, RT)")
     if participants is not None and participants < 1:
-        raise PsylingError(f"--participants must be at least 1, not {participants}")
+        raise PsylingError(f"participants must be at least 1, not {participants}")
     trials = load_sap_trial_surprisal(root, "gpt2")
     if participants is not None:
         chosen = sorted(trials["participant"].unique())[:participants]

@@ -158,3 +158,19 @@ def test_smollm2_capture_and_lens_match_the_model():
     lens = result.lens["lens_regions"].query("layer == 30").set_index(["set", "item", "condition", "region_number"])
     own = result.regions.set_index(["set", "item", "condition", "region_number"]).loc[lens.index]
     assert np.max(np.abs(lens["surprisal"] - own["surprisal"])) <= 1e-4
+
+
+def test_writer_flushes_bounded_shards_and_loads_them_in_order(tmp_path):
+    from psyling.interp.activations import ActivationWriter
+    from psyling.measures.alignment import Alignment
+
+    writer = ActivationWriter(tmp_path, ["resid.0", "resid.1"], shard_bytes=3 * 2 * 4 * 4)  # ~3 words per shard
+    for k in range(4):
+        tokens = np.full((2, 4), float(k), dtype=np.float32)
+        alignment = Alignment(["a", "b"], [(0, 1), (2, 3)], [0, 1], [0, 0], [0, 0])
+        writer.add(("s", str(k), "c"), {"resid.0": tokens, "resid.1": tokens + 10}, alignment, ["a b"])
+    writer.close({})
+    assert len(list((tmp_path / "resid.0").glob("shard-*.npy"))) == 2  # flushed after 4 rows (3 fit), twice
+    meta, features = load_activations(tmp_path)
+    assert list(meta["item"]) == ["0", "0", "1", "1", "2", "2", "3", "3"]
+    np.testing.assert_array_equal(features["resid.1"][:, 0], [10, 10, 11, 11, 12, 12, 13, 13])

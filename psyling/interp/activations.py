@@ -1,7 +1,8 @@
 """Pooled activations on disk: streamed in shards while scoring, with an index table, loaded back as arrays.
 
 Layout of ``DIR/activations/``: ``index.parquet`` (one row per pooled unit: set, item, condition, unit, position,
-text, shard, row) and, per site, ``SITE/shard-NNNNN.npy`` arrays [rows, d]. Every site holds the same units in
+text, shard, row) and, per site, ``SITE/shard-NNNNN.npy`` arrays [rows, d]; a shard is written whenever the
+buffered rows of all sites reach ``shard_bytes`` (32 MiB), so memory does not grow with the number of stimuli. Every site holds the same units in
 the same order, so row k of every site belongs to index row k. ``spec.json`` records what was captured.
 """
 from __future__ import annotations
@@ -39,13 +40,14 @@ class ActivationWriter:
     """Receives token activations request by request, pools them per word or region and writes shards."""
 
     def __init__(self, out: Path, sites: list[str], pool: str = "word", method: str = "mean",
-                 dtype: str = "float32", shard_rows: int = 4096) -> None:
+                 dtype: str = "float32", shard_bytes: int = 32 * 2**20) -> None:
         if pool not in POOLS:
             raise PsylingError(f"unknown pooling unit {pool!r} (choose from {', '.join(POOLS)})")
         if method not in METHODS:
             raise PsylingError(f"unknown pooling method {method!r} (choose from {', '.join(METHODS)})")
         self.out, self.sites, self.pool, self.method = Path(out), sites, pool, method
-        self.dtype, self.shard_rows = np.dtype(dtype), shard_rows
+        self.dtype, self.shard_bytes = np.dtype(dtype), shard_bytes
+        self.row_bytes = 0  # bytes of one pooled unit over all sites, known after the first request
         self.index: list[tuple] = []
         self.buffer: dict[str, list[np.ndarray]] = {site: [] for site in sites}
         self.buffered, self.shard = 0, 0
@@ -64,10 +66,11 @@ class ActivationWriter:
         for site in self.sites:
             self.buffer[site].append(pool_tokens(activations[site], groups, len(labels), self.method)
                                      .astype(self.dtype))
+        self.row_bytes = self.row_bytes or sum(self.buffer[s][-1][0].nbytes for s in self.sites)
         for position, text in zip(positions, labels):
             self.index.append((*key, self.pool, position, text, self.shard, self.buffered))
             self.buffered += 1
-        if self.buffered >= self.shard_rows:
+        if self.buffered * self.row_bytes >= self.shard_bytes:  # bounded buffer: memory stays flat
             self.flush()
 
     def flush(self) -> None:
