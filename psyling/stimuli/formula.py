@@ -160,24 +160,24 @@ def terms(node: Node) -> list[Term]:
     return []
 
 
+def _parse_typed(text: str, kind: str, what: str, wrong: str) -> Node:
+    if not isinstance(text, str) or not text.strip():
+        raise FormulaError(f"empty {what}")
+    node = _Parser(text).parse()
+    if _kind(node) != kind:
+        raise FormulaError(f"{what} {text!r} {wrong}")
+    return node
+
+
 def parse_formula(text: str) -> Node:
     """Parse and type-check a formula; raise FormulaError naming the problem."""
-    if not isinstance(text, str) or not text.strip():
-        raise FormulaError("empty formula")
-    node = _Parser(text).parse()
-    if _kind(node) != "bool":
-        raise FormulaError(f"formula {text!r} is not a comparison (it has no < > =)")
-    return node
+    return _parse_typed(text, "bool", "formula", "is not a comparison (it has no < > =)")
 
 
 def parse_expression(text: str) -> Node:
     """Parse an arithmetic expression over region terms (no comparison), e.g. a human effect contrast."""
-    if not isinstance(text, str) or not text.strip():
-        raise FormulaError("empty expression")
-    node = _Parser(text).parse()
-    if _kind(node) != "num":
-        raise FormulaError(f"expression {text!r} is a comparison; give a difference such as (r;%a%) - (r;%b%)")
-    return node
+    return _parse_typed(text, "num", "expression",
+                        "is a comparison; give a difference such as (r;%a%) - (r;%b%)")
 
 
 def evaluate(node: Node, lookup: Callable[[Term], float]) -> Union[bool, float]:
