@@ -4,6 +4,7 @@
         scoring time without capture vs with every residual-stream layer captured (word-pooled, float32)
     /usr/bin/time -v python3 benchmarks/activations.py memory --n 200      # then --n 2000: compare peak RSS
         a run with all residual layers captured and streamed to disk; read "Maximum resident set size"
+        (--no-capture: the same run without capture, to separate the scorer's own growth)
 
 Sentences are BLiMP good/bad pairs from the data root (PSYLING_DATA or ../shared/data), repeated if needed.
 Prints figures only; nothing here is a test.
@@ -52,7 +53,7 @@ def time_capture(model: str, n: int, batch_size: int) -> None:
           f"({n} sentences, batch {batch_size}, {model}, sites: {len(CaptureSpec().sites(n_layers(lm.model)))})")
 
 
-def memory_run(model: str, n: int, batch_size: int) -> None:
+def memory_run(model: str, n: int, batch_size: int, capture: bool = True) -> None:
     folder = Path(tempfile.mkdtemp()) / "sets"
     folder.mkdir()
     pairs = sentences(n)
@@ -61,10 +62,10 @@ def memory_run(model: str, n: int, batch_size: int) -> None:
     out = folder.parent / "run"
     start = time.perf_counter()
     result = psyling.run(model, [folder / "bench.csv"], out=out, batch_size=batch_size, progress=False,
-                         activations=CaptureSpec(("resid",)))
-    rows = sum(1 for _ in (out / "activations" / "resid.0").glob("shard-*.npy"))
-    print(f"{n} sentences, {result.manifest['timings']['tokens_scored']} tokens, all resid layers captured: "
-          f"{time.perf_counter() - start:.1f} s, {rows} shards per site; compare the peak RSS of /usr/bin/time -v")
+                         activations=CaptureSpec(("resid",)) if capture else None)
+    what = "all resid layers captured" if capture else "no capture"
+    print(f"{n} sentences, {result.manifest['timings']['tokens_scored']} tokens, {what}: "
+          f"{time.perf_counter() - start:.1f} s; compare the peak RSS of /usr/bin/time -v")
 
 
 def main() -> None:
@@ -73,8 +74,12 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--n", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--no-capture", action="store_true", help="memory: the same run without capture")
     args = parser.parse_args()
-    (time_capture if args.what == "time" else memory_run)(args.model, args.n, args.batch_size)
+    if args.what == "time":
+        time_capture(args.model, args.n, args.batch_size)
+    else:
+        memory_run(args.model, args.n, args.batch_size, capture=not args.no_capture)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import AlignmentError, ModelError
-from .capture import DTYPES, Capture, CaptureSpec, LensHead, n_layers
+from .capture import DTYPES, Capture, CaptureSpec, LensHead, limit_heap_fragmentation, n_layers
 from .loading import LanguageModel
 from .vocab import WordMarkers, word_markers
 
@@ -92,6 +92,8 @@ class Scorer:
         self._lens = LensHead(lm.model) if self.lens_layers else None
         lens_sites = CaptureSpec(("resid",), tuple(self.lens_layers)).sites(n_layers(lm.model)) if lens_layers else []
         self._hooked = list(dict.fromkeys(self.sites + lens_sites))
+        if self._hooked:
+            limit_heap_fragmentation()
         self.n_tokens = 0
         self.seconds = 0.0
 
