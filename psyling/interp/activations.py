@@ -2,8 +2,9 @@
 
 Layout of ``DIR/activations/``: ``index.parquet`` (one row per pooled unit: set, item, condition, unit, position,
 text, shard, row) and, per site, ``SITE/shard-NNNNN.npy`` arrays [rows, d]; a shard is written whenever the
-buffered rows of all sites reach ``shard_bytes`` (32 MiB), so memory does not grow with the number of stimuli. Every site holds the same units in
-the same order, so row k of every site belongs to index row k. ``spec.json`` records what was captured.
+buffered rows of all sites reach ``shard_bytes`` (32 MiB), so memory does not grow with the number of stimuli.
+Every site holds the same units in the same order, so row k of every site belongs to index row k.
+``spec.json`` records what was captured.
 """
 from __future__ import annotations
 
