@@ -32,10 +32,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.battery:
         print(_battery_score(args.battery, result.predictions))
     if result.lens:
-        from .interp.lens import lens_accuracy
-        print("\nlogit lens: accuracy when the predictions are read out at each layer")
-        for name, table in lens_accuracy(result.lens["lens_predictions"]).groupby("set", sort=False):
-            print(f"  {name}: " + "  ".join(f"{r.layer}: {r.accuracy:.2f}" for r in table.itertuples()))
+        print("\n" + _lens_accuracy_lines(result.lens["lens_predictions"]))
     check = result.manifest["invariance_check"] or {}
     timing = result.manifest["timings"]
     print(f"\n{timing['tokens_scored']} tokens in {timing['scoring_s']:.1f} s; batch-size invariance "
@@ -53,6 +50,16 @@ def _layers(text: str) -> Optional[tuple[int, ...]]:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
         raise PsylingError(f"--layers must be 'all' or comma-separated numbers such as 0,6,12 (got {text!r})") from None
+
+
+def _lens_accuracy_lines(lens_predictions) -> str:
+    """Per set, the share of items whose predictions hold when read out at each lens layer."""
+    from .interp.lens import lens_accuracy
+
+    lines = ["logit lens: accuracy when the predictions are read out at each layer"]
+    for name, table in lens_accuracy(lens_predictions).groupby("set", sort=False):
+        lines.append(f"  {name}: " + "  ".join(f"{r.layer}: {r.accuracy:.2f}" for r in table.itertuples()))
+    return "\n".join(lines)
 
 
 def _battery_score(name: str, predictions) -> str:
@@ -80,11 +87,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(format_summary(result.summary))
     if args.battery:
         print(_battery_score(args.battery, result.predictions))
-    if result.lens:
-        from .interp.lens import lens_accuracy
-        print("\nlogit lens: accuracy when the predictions are read out at each layer")
-        for name, table in lens_accuracy(result.lens["lens_predictions"]).groupby("set", sort=False):
-            print(f"  {name}: " + "  ".join(f"{r.layer}: {r.accuracy:.2f}" for r in table.itertuples()))
     for line in result.errors:
         print(f"psyling: skipped: {line}", file=sys.stderr)
     return USER_ERROR if result.errors else 0
@@ -138,15 +140,13 @@ def _probe(args: argparse.Namespace) -> int:
 
 def _lens(args: argparse.Namespace) -> int:
     from .api import run
-    from .interp.lens import lens_accuracy
     from .layerwise import lens_plots
 
     if not args.stimuli and not args.battery:
         raise PsylingError("give stimulus paths with --stimuli or a battery with --battery")
     result = run(args.model, args.stimuli or (), args.battery, args.out, batch_size=args.batch_size,
                  progress=not args.quiet, max_items=args.max_items, lens_layers=_layers(args.layers) or "all")
-    for name, table in lens_accuracy(result.lens["lens_predictions"]).groupby("set", sort=False):
-        print(f"{name}: " + "  ".join(f"{r.layer}: {r.accuracy:.2f}" for r in table.itertuples()))
+    print(_lens_accuracy_lines(result.lens["lens_predictions"]))
     emerged = result.lens["lens_emergence"]["emerges_at"]
     print(f"\npredictions holding at the last layer emerge at layer {emerged.median():.0f} (median; "
           f"{emerged.notna().sum()} of {len(emerged)} item predictions hold at the last layer)")
