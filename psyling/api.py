@@ -22,6 +22,8 @@ from .interp.lens import emergence, lens_tables
 from .measures.alignment import align
 from .models import DEFAULT_MODEL, CaptureSpec, LanguageModel, ScoreRequest, Scorer, load_model
 from .models.capture import n_layers
+from .models.masked import MaskedScorer, is_masked_lm
+from .models.store import ScoreStore
 from .report import write_parquet, write_run, write_tables
 from .stats import PREDICTION_COLUMNS, evaluate_predictions, summarise
 from .stimuli import LoadedStimuli, StimulusSet, battery_files, load_stimuli
@@ -52,7 +54,8 @@ class RunResult:
         return out
 
 
-def _requests(stim: StimulusSet) -> list[ScoreRequest]:
+def set_requests(stim: StimulusSet) -> list[ScoreRequest]:
+    """One scoring request per item x condition, keyed (set, item, condition)."""
     return [ScoreRequest((stim.name, item.id, c), item.conditions[c].text, item.conditions[c].prefix)
             for item in stim.items for c in stim.conditions]
 
@@ -75,16 +78,24 @@ def _invariance(scorer: Scorer, requests: list[ScoreRequest], reference: dict) -
     """Re-score a sample one at a time and report the largest token-level difference in bits. The sample is the
     shortest sequences of the first scored set: the most padded in their batches, and cheap for long texts."""
     sample = sorted(requests, key=lambda r: len(r.prefix) + len(r.text))[:INVARIANCE_SAMPLE]
-    counters = scorer.n_tokens, scorer.seconds  # the check is not part of the run's throughput
-    alone = scorer.score(sample, batch_size=1, progress=False)
-    scorer.n_tokens, scorer.seconds = counters
-    diff = max(float(np.max(np.abs(a.logprob - reference[a.request.key].logprob))) for a in alone) / math.log(2)
-    return {"n_sequences": len(sample), "compared": f"batch size {scorer.batch_size} vs 1",
+    counters = scorer.n_tokens, scorer.n_computed, scorer.seconds
+    if isinstance(scorer, MaskedScorer):
+        alone = scorer.score(sample, max_tokens=1, progress=False)
+        run_path = f"masked copies batched under {scorer.max_tokens} tokens"
+    else:
+        sequence_tokens = scorer.n_sequence_tokens
+        alone = scorer.score(sample, batch_size=1, reuse_prefix=False, progress=False)
+        scorer.n_sequence_tokens = sequence_tokens
+        run_path = "prefix reuse (packed rows)" if scorer.reuse_prefix else f"batch size {scorer.batch_size}"
+    scorer.n_tokens, scorer.n_computed, scorer.seconds = counters  # the check is not the run's work
+    diff = max(float(np.nanmax(np.abs(a.logprob - reference[a.request.key].logprob), initial=0.0))
+               for a in alone) / math.log(2)
+    return {"n_sequences": len(sample), "compared": f"{run_path} vs one sequence at a time",
             "max_abs_diff_bits": diff, "passed": diff <= 1e-4}
 
 
-def _load(stimuli: Sequence[Union[str, Path, StimulusSet]], battery: Optional[str],
-          detokenize: bool = False) -> LoadedStimuli:
+def gather_stimuli(stimuli: Sequence[Union[str, Path, StimulusSet]], battery: Optional[str],
+                   detokenize: bool = False) -> LoadedStimuli:
     """Stimulus paths (or already built sets) plus a battery's files, loaded; at least one set must load."""
     built = [s for s in stimuli if isinstance(s, StimulusSet)]
     paths = [Path(p) for p in stimuli if not isinstance(p, StimulusSet)]
@@ -112,7 +123,9 @@ def run(model: Union[str, LanguageModel] = DEFAULT_MODEL,
         padding_side: str = "right", measure: str = "surprisal", trust_remote_code: bool = False,
         revision: Optional[str] = None, progress: bool = True, max_items: Optional[int] = None,
         detokenize: bool = False, activations: Optional[CaptureSpec] = None, pool: str = "word",
-        pool_method: str = "mean", lens_layers: Union[Sequence[int], str, None] = None) -> RunResult:
+        pool_method: str = "mean", lens_layers: Union[Sequence[int], str, None] = None,
+        max_tokens: Optional[int] = None, reuse_prefix: Optional[bool] = None, convention: str = "psyling",
+        cache: bool = True, resume: bool = False, masked_variant: str = "pll") -> RunResult:
     """Score stimulus files and/or a battery with a model; write the run directory when ``out`` is given.
 
     A stimulus file that fails to load, or a set that cannot be aligned, is reported in ``errors`` and the
@@ -122,13 +135,18 @@ def run(model: Union[str, LanguageModel] = DEFAULT_MODEL,
     forward pass, pooled per ``pool`` unit (word or region) with ``pool_method`` (mean, first, last token), and
     streams them to ``out/activations`` (see ``psyling.interp.load_activations``). ``lens_layers`` adds the
     logit lens: region surprisal and predictions read out at those layers ("all": every layer), and where each
-    prediction emerges."""
+    prediction emerges. ``max_tokens`` caps tokens per forward batch (default from the vocabulary size);
+    ``reuse_prefix`` computes shared prefixes once (None: on, except for the lm-eval and minicons conventions,
+    which reproduce those tools' padded sums); ``convention`` scores as another tool does (psyling,
+    lm-eval, minicons, syntaxgym). Each batch's results go to the score cache (``cache``); ``resume`` reuses
+    the batches a previous identical run finished (e.g. one that was killed). A masked LM (BERT, RoBERTa) is
+    scored by pseudo-log-likelihood, ``masked_variant`` "pll" or "l2r" (``psyling.models.masked``)."""
     started = time.perf_counter()
     if activations is not None and out is None:
         raise PsylingError("capturing activations needs an output folder (out=...)")
     if measure not in MEASURES:
         raise PsylingError(f"unknown prediction measure {measure!r} (choose from {', '.join(MEASURES)})")
-    loaded = _load(stimuli, battery, detokenize)
+    loaded = gather_stimuli(stimuli, battery, detokenize)
     if max_items is not None:
         if max_items < 1:
             raise PsylingError("max_items must be at least 1")
@@ -139,8 +157,19 @@ def run(model: Union[str, LanguageModel] = DEFAULT_MODEL,
     load_seconds = time.perf_counter() - t0
     if lens_layers == "all":
         lens_layers = list(range(n_layers(lm.model) + 1))
-    scorer = Scorer(lm, context_token=context_token, batch_size=batch_size, padding_side=padding_side,
-                    progress=progress, capture=activations, lens_layers=lens_layers)
+    if is_masked_lm(lm.model):
+        if activations is not None or lens_layers:
+            raise PsylingError("activation capture and the logit lens need a causal LM")
+        if convention != "psyling":
+            raise PsylingError("scoring conventions apply to causal LMs; a masked LM is scored by --masked-variant")
+        scorer = MaskedScorer(lm, variant=masked_variant, max_tokens=max_tokens or 4096, progress=progress,
+                              batch_size=batch_size)
+        store = None  # masked-LM batches are not cached
+    else:
+        scorer = Scorer(lm, context_token=context_token, batch_size=batch_size, padding_side=padding_side,
+                        progress=progress, capture=activations, lens_layers=lens_layers, max_tokens=max_tokens,
+                        reuse_prefix=reuse_prefix, convention=convention)
+        store = ScoreStore(scorer.fingerprint(), read=resume) if cache or resume else None
     writer = ActivationWriter(Path(out) / "activations", scorer.sites, pool, pool_method,
                               activations.dtype) if activations else None
     errors = list(loaded.errors)
@@ -150,10 +179,12 @@ def run(model: Union[str, LanguageModel] = DEFAULT_MODEL,
     invariance = None
     for stim in loaded.sets:
         try:
-            requests = _requests(stim)
+            requests = set_requests(stim)
             consumer = _pooler(stim, writer) if writer else None
-            scores = {s.request.key: s for s in scorer.score(requests, desc=stim.name, consumer=consumer)}
-            tokens, words, regions = surprisal_tables(stim, scores, scorer.markers, lm.tokenizer)
+            scores = {s.request.key: s for s in scorer.score(requests, desc=stim.name, consumer=consumer,
+                                                             store=store)}
+            tokens, words, regions = surprisal_tables(stim, scores, scorer.markers, lm.tokenizer,
+                                                      scorer.word_correction)
         except PsylingError as exc:
             errors.append(f"{stim.source}: {exc}")
             continue
@@ -165,7 +196,7 @@ def run(model: Union[str, LanguageModel] = DEFAULT_MODEL,
         parts["predictions"].append(evaluate_predictions(stim, regions, measure))
         if lens_layers:
             lens_regions, lens_predictions = lens_tables(stim, scores, scorer.markers, lm.tokenizer,
-                                                         scorer.lens_layers, measure)
+                                                         scorer.lens_layers, measure, scorer.word_correction)
             parts["lens_regions"].append(lens_regions)
             parts["lens_predictions"].append(lens_predictions)
         scored_sets.append(stim)
@@ -185,9 +216,23 @@ def run(model: Union[str, LanguageModel] = DEFAULT_MODEL,
         "model": lm.info,
         "tokenizer": {**settings["tokenizer"], "context_token": settings["context_token"]},
         "settings": {
-            "batch_size": batch_size, "padding_side": padding_side, "dtype": lm.info.get("dtype", dtype),
-            "device": str(lm.device), "units": {"surprisal": "bits", "logprob": "nats"},
-            "word_correction": "pimentel-meister-2024" if scorer.markers.family else "none (no word-boundary tokens)",
+            "batch_size": batch_size, "max_tokens": scorer.max_tokens, "padding_side": padding_side,
+            "dtype": lm.info.get("dtype", dtype), "device": str(lm.device),
+            "units": {"surprisal": "bits", "logprob": "nats"},
+            "convention": settings.get("convention"),
+            "masked_lm": {k: settings[k] for k in ("variant", "variant_description")} if "variant" in settings
+            else None,
+            "word_correction": "pimentel-meister-2024" if scorer.word_correction else
+            settings["word_correction"] if "word_correction" in settings else
+            "none (no word-boundary tokens)" if not scorer.markers.family else
+            f"none ({scorer.convention.name} convention: surprisal is the token sum)",
+            "prefix_reuse": {"enabled": scorer.reuse_prefix, "tokens_computed": scorer.n_computed,
+                             "tokens_without_reuse": scorer.n_sequence_tokens,
+                             "saved_fraction": round(1 - scorer.n_computed / scorer.n_sequence_tokens, 4)
+                             if scorer.n_sequence_tokens else None},
+            "out_of_memory_splits": scorer.oom_splits,
+            "cache": {"folder": str(store.folder), "resume": resume, "batches_reused": store.hits,
+                      "batches_written": store.writes} if store else None,
             "words": "whitespace-delimited; punctuation stays attached",
             "prediction_measure": measure, "context_token": settings["context_token"],
             "syntaxgym_detokenize": detokenize,
@@ -223,7 +268,7 @@ def evaluate(surprisal: Union[str, Path], stimuli: Sequence[Union[str, Path]] = 
     """Evaluate the predictions of stimulus sets on a surprisal table computed elsewhere ("bring your own
     surprisal"); token- or word-level values are summed per region. Writes regions, predictions, summary
     and a manifest when ``out`` is given."""
-    loaded = _load(stimuli, battery)
+    loaded = gather_stimuli(stimuli, battery)
     table = read_table(Path(surprisal))
     errors, regions, predictions, scored = list(loaded.errors), [], [], []
     for stim in loaded.sets:

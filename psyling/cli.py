@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 from .errors import PsylingError
 from .models import DEFAULT_MODEL, EMBEDDED, CaptureSpec
+from .models.conventions import CONVENTIONS
 
 USER_ERROR = 2
 
@@ -27,15 +28,19 @@ def _run(args: argparse.Namespace) -> int:
                  padding_side=args.padding_side, measure=args.measure, trust_remote_code=args.trust_remote_code,
                  revision=args.revision, progress=not args.quiet, max_items=args.max_items,
                  detokenize=args.detokenize, activations=capture, pool=args.pool, pool_method=args.pool_method,
-                 lens_layers=lens)
+                 lens_layers=lens, max_tokens=args.max_tokens,
+                 reuse_prefix={"auto": None, "on": True, "off": False}[args.prefix_reuse],
+                 convention=args.convention, cache=not args.no_cache, resume=args.resume,
+                 masked_variant=args.masked_variant)
     print(format_summary(result.summary))
     if args.battery:
         print(_battery_score(args.battery, result.predictions))
     if result.lens:
         print("\n" + _lens_accuracy_lines(result.lens["lens_predictions"]))
     check = result.manifest["invariance_check"] or {}
-    timing = result.manifest["timings"]
-    print(f"\n{timing['tokens_scored']} tokens in {timing['scoring_s']:.1f} s; batch-size invariance "
+    timing, reuse = result.manifest["timings"], result.manifest["settings"]["prefix_reuse"]
+    saved = f"; prefix reuse saved {reuse['saved_fraction']:.0%} of tokens" if reuse["enabled"] else ""
+    print(f"\n{timing['tokens_scored']} tokens in {timing['scoring_s']:.1f} s{saved}; invariance "
           f"max |diff| {check.get('max_abs_diff_bits', float('nan')):.1e} bits; outputs in {args.out}")
     for line in result.errors:
         print(f"psyling: skipped: {line}", file=sys.stderr)
@@ -213,6 +218,47 @@ def _new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from .check import check_model, sample_requests
+
+    requests = sample_requests(args.stimuli or (), args.battery, args.n)
+    dtypes = [d for d in args.dtypes.split(",") if d and d != "float32"]
+    table = check_model(args.model, requests, batch_size=args.batch_size, dtypes=dtypes, device=args.device)
+    print(f"{'comparison':<72} {'n':>4} {'max |diff|':>11} {'mean |diff|':>11}  verdict")
+    for row in table.itertuples():
+        verdict = "informative" if row.passed is None else "ok" if row.passed else f"FAIL (> {row.tolerance_bits:g})"
+        print(f"{row.comparison:<72} {row.n_sequences:>4} {row.max_abs_diff_bits:>11.2e} "
+              f"{row.mean_abs_diff_bits:>11.2e}  {verdict}")
+    print("bits per token; reference: one sequence at a time in float32")
+    return 0 if table.passed.dropna().all() else 1
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from .cache import cache_dir
+    from .models.store import clear_entries, list_entries, scores_root
+
+    if args.action == "clear":
+        removed = clear_entries(args.model)
+        print(f"removed {removed} score cache entr{'y' if removed == 1 else 'ies'} from {scores_root()}")
+        if args.models:
+            import shutil
+            shutil.rmtree(cache_dir() / "models", ignore_errors=True)
+            print(f"removed the converted models in {cache_dir() / 'models'}")
+        return 0
+    rows = [r for r in list_entries() if args.model is None or args.model in str(r["model"])]
+    print(f"score cache: {scores_root()}")
+    for r in rows:
+        print(f"  {r['entry']}  {r['model']:<24} {r['dtype']:<15} {r['convention']:<9} "
+              f"{'capture ' if r['capture'] else ''}{r['batches']} batches, {r['mb']} MB, {r['last_written']}")
+    if not rows:
+        print("  (empty)")
+    models = cache_dir() / "models"
+    for folder in sorted(models.iterdir()) if models.is_dir() else []:
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+        print(f"converted model: {folder.name} ({size:.0f} MB)")
+    return 0
+
+
 def _models(_: argparse.Namespace) -> int:
     for alias, emb in EMBEDDED.items():
         default = " (default)" if alias == DEFAULT_MODEL else ""
@@ -253,7 +299,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--activation-dtype", default="float32", choices=["float32", "float16"])
     run.add_argument("--lens", action="store_true",
                      help="also run the logit lens at --layers: lens_regions, lens_predictions, lens_emergence")
+    run.add_argument("--max-tokens", type=int,
+                     help="tokens per forward batch (default: from the vocabulary size; halved on out-of-memory)")
+    run.add_argument("--prefix-reuse", default="auto", choices=["auto", "on", "off"],
+                     help="compute shared prefixes once (on), or one padded sequence per row with --batch-size "
+                          "per batch (off); auto: on, except for the lm-eval and minicons conventions")
+    run.add_argument("--convention", default="psyling", choices=list(CONVENTIONS),
+                     help="score as another tool does, to match its published numbers (default psyling)")
+    run.add_argument("--resume", action="store_true",
+                     help="reuse the batches an identical earlier run left in the score cache (e.g. one killed)")
+    run.add_argument("--no-cache", action="store_true", help="do not write batch results to the score cache")
+    run.add_argument("--masked-variant", default="pll", choices=["pll", "l2r"],
+                     help="masked LMs (BERT, RoBERTa): pseudo-log-likelihood, or within-word l2r (default pll)")
     run.set_defaults(func=_run)
+    chk = sub.add_parser("check", help="is the model's surprisal invariant to batch size, padding and prefix reuse?")
+    chk.add_argument("--model", default=DEFAULT_MODEL)
+    chk.add_argument("--stimuli", nargs="+", metavar="PATH", help="sentences to use (default: the core battery)")
+    chk.add_argument("--battery", default="core")
+    chk.add_argument("--n", type=int, default=32, help="sequences to compare (default 32)")
+    chk.add_argument("--batch-size", type=int, default=16)
+    chk.add_argument("--dtypes", default="bfloat16", help="other dtypes to compare with float32 (comma-separated; "
+                                                          "'' for none)")
+    chk.add_argument("--device", default="cpu")
+    chk.set_defaults(func=_check)
+    cache = sub.add_parser("cache", help="list or clear the score cache (and converted models)")
+    cache.add_argument("action", choices=["ls", "clear"])
+    cache.add_argument("--model", help="only entries whose model id contains this")
+    cache.add_argument("--models", action="store_true", help="clear: also delete the converted models")
+    cache.set_defaults(func=_cache)
     ev = sub.add_parser("evaluate", help="evaluate predictions on a surprisal table computed elsewhere")
     ev.add_argument("--surprisal", required=True, type=Path,
                     help="CSV/TSV/parquet: item, condition, token|word, surprisal [, set]; or lm-zoo "

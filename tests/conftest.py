@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,8 @@ import pytest
 from tiny import byte_bpe_tokenizer, metaspace_tokenizer, space_token_tokenizer, tiny_gpt2, tiny_llama
 
 REPO = Path(__file__).resolve().parents[1]
+# runs write their batch results to the score cache: keep the tests' out of the user's cache
+os.environ.setdefault("PSYLING_SCORE_CACHE", tempfile.mkdtemp(prefix="psyling-test-scores-"))
 
 
 def data_root() -> Path:

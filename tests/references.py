@@ -90,3 +90,41 @@ def plain_token_bits(model, tokenizer, sentence: str, context_id: int) -> np.nda
     logits = model(torch.tensor([[context_id, *ids]])).logits[0].double()
     lsm = torch.log_softmax(logits, -1)
     return -lsm[:-1].gather(1, torch.tensor(ids)[:, None])[:, 0].numpy() / LN2
+
+
+def _kept_intact(tokenizer):
+    """The tokenizer itself if lm-eval and minicons would leave it as it is (it has a pad token and pads on the
+    right), else a copy for them to set those on (a deep copy takes ~0.1 s, which would count in timings)."""
+    if tokenizer.pad_token is not None and tokenizer.padding_side == "right":
+        return tokenizer
+    return copy.deepcopy(tokenizer)
+
+
+def lmeval_blimp_loglik(model, tokenizer, sentences: list[str], batch_size: int = 64) -> np.ndarray:
+    """Sentence log-likelihood (nats) as lm-evaluation-harness's BLiMP task computes it: ``HFLM.loglikelihood``
+    with context "" and continuation " " + sentence (doc_to_text "", target_delimiter " ").
+
+    With an empty context, lm-eval conditions on one token, ``HFLM.prefix_token_id``: the tokenizer's BOS id, else
+    its EOS id (for smollm2-135m: BOS ``<|im_start|>``, id 1). The continuation is tokenized with its leading space
+    and no special tokens; if it starts with the prefix token itself, that token becomes the context instead."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=model, tokenizer=_kept_intact(tokenizer), batch_size=batch_size)
+    requests = [Instance(request_type="loglikelihood", doc={}, arguments=("", " " + s), idx=i)
+                for i, s in enumerate(sentences)]
+    return np.array([loglik for loglik, _ in lm.loglikelihood(requests, disable_tqdm=True)], dtype=float)
+
+
+def minicons_sequence_loglik(model, tokenizer, sentences: list[str], batch_size: int = 64) -> np.ndarray:
+    """Sentence log-probability (nats) from minicons ``IncrementalLMScorer.sequence_score`` with its default BOS
+    handling (bos_token=False: the tokenizer's own special tokens only, so the first token is not scored).
+    minicons pads and runs whatever list it is given as one batch, so the sentences go in chunks of batch_size,
+    in their given order."""
+    from minicons.scorer import IncrementalLMScorer
+
+    scorer = IncrementalLMScorer(model, device=str(model.device), tokenizer=_kept_intact(tokenizer))
+    sums: list[float] = []
+    for i in range(0, len(sentences), batch_size):
+        sums += scorer.sequence_score(sentences[i:i + batch_size], reduction=lambda x: x.sum(0).item())
+    return np.array(sums, dtype=float)

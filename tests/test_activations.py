@@ -18,10 +18,11 @@ SETS = [REPO / "stimuli" / "sets" / "garden_path_npz.yaml", REPO / "stimuli" / "
 TEXTS = ["The old keys to the cabinet were lost.", "While the villagers hunted the fox escaped.", "Dogs bark."]
 
 
-def _captured(lm, texts, spec, prefix="", batch_size=2):
-    """Token activations from the scoring pass, per request, via the consumer."""
+def _captured(lm, texts, spec, prefix="", batch_size=2, reuse_prefix=False):
+    """Token activations from the scoring pass, per request, via the consumer (padded path by default: batch
+    size 1 is then each sequence alone; prefix reuse is compared with it in test_engine)."""
     seen = {}
-    scorer = Scorer(lm, batch_size=batch_size, progress=False, capture=spec)
+    scorer = Scorer(lm, batch_size=batch_size, progress=False, capture=spec, reuse_prefix=reuse_prefix)
     requests = [ScoreRequest((i,), t, prefix) for i, t in enumerate(texts)]
     scores = scorer.score(requests, consumer=lambda batch: seen.update(
         {s.request.key: s.activations for s in batch}))
@@ -30,10 +31,10 @@ def _captured(lm, texts, spec, prefix="", batch_size=2):
 
 def _hidden_states(lm, scorer, text, prefix=""):
     """A separate forward with output_hidden_states=True; rows of the text's tokens."""
-    context, ids, _ = scorer.encode(ScoreRequest((0,), text, prefix))
+    enc = scorer.encode(ScoreRequest((0,), text, prefix))  # context: the context token, then the prefix
     with torch.no_grad():
-        out = lm.model(torch.tensor([[scorer.context_token_id, *context, *ids]]), output_hidden_states=True)
-    first = 1 + len(context)
+        out = lm.model(torch.tensor([enc.sequence]), output_hidden_states=True)
+    first = len(enc.context)
     return [h[0, first:].numpy() for h in out.hidden_states]
 
 
@@ -147,9 +148,11 @@ def test_emergence_is_the_first_layer_from_which_a_prediction_keeps_holding():
 @pytest.mark.slow
 def test_smollm2_capture_and_lens_match_the_model():
     lm = load_model("smollm2-135m")
-    # the same sequence alone: identical to output_hidden_states; in a padded batch of 3: float32 rounding only
-    for batch_size, tolerance in ((1, 1e-5), (3, 1e-4)):
-        scorer, scores, seen = _captured(lm, TEXTS, CaptureSpec(layers=(0, 15, 30)), batch_size=batch_size)
+    # the same sequence alone: identical to output_hidden_states; in a padded batch of 3 or in packed rows
+    # (prefix reuse): float32 rounding only
+    for batch_size, reuse, tolerance in ((1, False, 1e-5), (3, False, 1e-4), (3, True, 1e-4)):
+        scorer, scores, seen = _captured(lm, TEXTS, CaptureSpec(layers=(0, 15, 30)), batch_size=batch_size,
+                                         reuse_prefix=reuse)
         for i, text in enumerate(TEXTS):
             hidden = _hidden_states(lm, scorer, text)
             for layer in (0, 15):

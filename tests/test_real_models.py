@@ -98,7 +98,8 @@ def test_published_stimuli_align_with_the_tokenizer(real, data):
         stim.items = stim.items[:200]
         for item in stim.items:
             for cond in item.conditions.values():
-                _, ids, offsets = scorer.encode(ScoreRequest((stim.name, item.id), cond.text))
+                enc = scorer.encode(ScoreRequest((stim.name, item.id), cond.text))
+                ids, offsets = enc.ids, enc.offsets
                 al = align(cond, offsets, stim.regions, f"{stim.name} {item.id}", stim.segmentation)
                 starts = [ids[al.token_word.index(w)] for w in range(1, len(al.words))]
                 assert bool(scorer.markers.bow[starts].all()), (stim.name, item.id, cond.name)

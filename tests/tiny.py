@@ -75,3 +75,36 @@ def _lm(model, tokenizer, name: str) -> LanguageModel:
     return LanguageModel(model, tokenizer, {"id": name, "source": "test", "dtype": "float32", "device": "cpu",
                                             "class": type(model).__name__,
                                             "vocab_size": model.get_output_embeddings().weight.shape[0]})
+
+
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def wordpiece_tokenizer(vocab_size: int = 200) -> PreTrainedTokenizerFast:
+    """BERT style WordPiece (lowercasing normalizer, ## continuations, [CLS] ... [SEP] around a text)."""
+    from tokenizers import normalizers, processors
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=BERT_SPECIALS, initial_alphabet=ALPHABET))
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id),
+                                                                                       ("[SEP]", sep_id)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+
+
+def tiny_bert(seed: int = 0, vocab_size: int = 200, max_positions: int = 128) -> LanguageModel:
+    """A random 2-layer BERT masked LM with a WordPiece tokenizer trained on CORPUS."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    tokenizer = wordpiece_tokenizer(vocab_size)
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=128, max_position_embeddings=max_positions,
+                     pad_token_id=tokenizer.pad_token_id)
+    return _lm(BertForMaskedLM(cfg), tokenizer, "tiny-bert")

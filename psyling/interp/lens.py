@@ -20,12 +20,13 @@ EMERGENCE_COLUMNS = ["set", "item", "prediction_index", "prediction", "emerges_a
 
 
 def lens_tables(stim: StimulusSet, scores: dict[tuple, TokenScores], markers: WordMarkers, tokenizer,
-                layers: list[int], measure: str = "surprisal") -> tuple[pd.DataFrame, pd.DataFrame]:
+                layers: list[int], measure: str = "surprisal",
+                correct: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(regions, predictions) of one set at each lens layer, with a ``layer`` column."""
     regions, predictions = [], []
     for layer in layers:
         at_layer = {key: sc.at_layer(layer) for key, sc in scores.items()}
-        _, _, table = surprisal_tables(stim, at_layer, markers, tokenizer)
+        _, _, table = surprisal_tables(stim, at_layer, markers, tokenizer, correct)
         regions.append(table.assign(layer=layer))
         predictions.append(evaluate_predictions(stim, table, measure).assign(layer=layer))
     return pd.concat(regions, ignore_index=True), pd.concat(predictions, ignore_index=True)

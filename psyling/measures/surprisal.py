@@ -32,8 +32,9 @@ def token_contributions(scores: TokenScores, token_word: list[int], markers: Wor
     """(corrected, raw) surprisal in bits carried by each token. Raw is the token's own surprisal; the
     corrected value adds the word-start term to a word's first token and the word-end term to its last, so
     that summing over a word gives its corrected surprisal and summing over a region splits words that
-    span regions at their tokens. ``correct=False`` (or a tokenizer without word-boundary tokens) gives raw."""
-    raw = -scores.logprob / LN2
+    span regions at their tokens. ``correct=False`` (or a tokenizer without word-boundary tokens) gives raw.
+    A token with no score (NaN: a first token with nothing before it, minicons convention) contributes 0."""
+    raw = np.nan_to_num(-scores.logprob / LN2, nan=0.0)
     if markers.family is None or not correct:  # the correction is undefined without word boundaries
         return raw.copy(), raw
     corrected = -scores.logprob.copy()
@@ -60,8 +61,9 @@ def word_surprisals(scores: TokenScores, token_word: list[int], n_words: int, ma
 
 
 def surprisal_tables(stim: StimulusSet, scores: dict[tuple, TokenScores], markers: WordMarkers,
-                     tokenizer) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Tidy tokens, words and regions tables for one set; ``scores`` is keyed by (set, item, condition)."""
+                     tokenizer, correct: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Tidy tokens, words and regions tables for one set; ``scores`` is keyed by (set, item, condition).
+    ``correct=False``: no word correction (``surprisal`` equals ``surprisal_raw``)."""
     tok, wrd, reg = defaultdict(list), defaultdict(list), defaultdict(list)
     for item in stim.items:
         for cname in stim.conditions:
@@ -70,7 +72,7 @@ def surprisal_tables(stim: StimulusSet, scores: dict[tuple, TokenScores], marker
             where = f"set={stim.name} item={item.id} condition={cname}"
             al = align(cond, sc.offsets, stim.regions, where, stim.segmentation)
             tok_corrected, tok_raw = token_contributions(sc, al.token_word, markers, where,
-                                                         correct=stim.segmentation == "whitespace")
+                                                         correct=correct and stim.segmentation == "whitespace")
             n_words = len(al.words)
             corrected = np.bincount(al.token_word, weights=tok_corrected, minlength=n_words)
             raw = np.bincount(al.token_word, weights=tok_raw, minlength=n_words)

@@ -1,4 +1,4 @@
-"""Load a causal LM and its tokenizer from an alias, a local folder, a .gguf file or a Hugging Face id."""
+"""Load a causal or masked LM and its tokenizer from an alias, a local folder, a .gguf file or a Hugging Face id."""
 from __future__ import annotations
 
 import hashlib
@@ -100,8 +100,9 @@ def resolve_model(spec: str) -> tuple[Path | str, dict[str, Any]]:
 
 def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str = "cpu",
                trust_remote_code: bool = False, revision: str | None = None) -> LanguageModel:
-    """Load a causal LM (fp32 on CPU by default) with a fast tokenizer; errors are one-line ModelErrors."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Load a causal LM (fp32 on CPU by default) with a fast tokenizer; a model whose config names a
+    ``...ForMaskedLM`` architecture (BERT, RoBERTa) loads as a masked LM. Errors are one-line ModelErrors."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     if dtype not in DTYPES:
@@ -111,7 +112,10 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str
     kwargs = {"trust_remote_code": trust_remote_code, **({"revision": revision} if revision else {})}
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[dtype], **kwargs)
+        architectures = getattr(AutoConfig.from_pretrained(location, **kwargs), "architectures", None) or []
+        masked = any(a.endswith("ForMaskedLM") for a in architectures)
+        auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
+        model = auto.from_pretrained(location, dtype=DTYPES[dtype], **kwargs)
     except (OSError, ValueError) as exc:
         hint = " (is it downloaded? this machine may have no access to the model hub)" \
             if info["source"] == "hub" else ""
@@ -125,7 +129,8 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str
     model.eval()
     cfg = model.config.get_text_config()
     info.update({
-        "class": type(model).__name__, "dtype": dtype, "device": str(device),
+        "class": type(model).__name__, "objective": "masked" if masked else "causal", "dtype": dtype,
+        "device": str(device),
         "n_layers": getattr(cfg, "num_hidden_layers", None),
         "vocab_size": model.get_output_embeddings().weight.shape[0],
         "revision": revision or getattr(model.config, "_commit_hash", None),
