@@ -168,6 +168,23 @@ def test_resume_reuses_cached_batches_and_gives_identical_outputs(bpe_llama, tmp
     assert list_entries(tmp_path / "cache") == []
 
 
+def test_resumed_capture_run_rebuilds_the_same_activations(bpe_llama, tmp_path, monkeypatch):
+    from psyling.interp import load_activations
+
+    monkeypatch.setenv("PSYLING_SCORE_CACHE", str(tmp_path / "cache"))
+    stim, spec = _tiny_set(), CaptureSpec(("resid",), (0, 2), "float16")
+    first = psyling.run(bpe_llama, [stim], out=tmp_path / "a", progress=False, max_items=6, activations=spec)
+    again = psyling.run(bpe_llama, [stim], out=tmp_path / "b", progress=False, max_items=6, activations=spec,
+                        resume=True)
+    assert again.manifest["settings"]["cache"]["batches_reused"] == first.manifest["settings"]["cache"][
+        "batches_written"] > 0
+    meta_a, feats_a = load_activations(tmp_path / "a")
+    meta_b, feats_b = load_activations(tmp_path / "b")
+    pd.testing.assert_frame_equal(meta_a, meta_b)
+    for site in ("resid.0", "resid.2"):
+        np.testing.assert_array_equal(feats_a[site], feats_b[site])
+
+
 def test_store_keeps_activations_and_lens(tmp_path):
     store = ScoreStore({"k": 1}, read=True, root=tmp_path)
     outs = [{"logprob": np.array([-1.0, -2.0]), "log_bow": np.array([-0.1, -0.2, -0.3]), "log_nonbow": -0.5,
