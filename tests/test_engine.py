@@ -20,6 +20,8 @@ from psyling.models.packing import packed_plan
 from psyling.models.store import ScoreStore, list_entries
 from psyling.stimuli import load_set
 
+from tiny import forward_shapes
+
 REQUESTS = [
     ScoreRequest(("p", 1, "good"), "The keys to the cabinet are on the table."),
     ScoreRequest(("p", 1, "bad"), "The keys to the cabinet is on the table."),
@@ -60,25 +62,14 @@ def test_prefix_reuse_equals_one_sequence_at_a_time(fixture, max_tokens, request
 
 
 def test_padded_batches_respect_the_token_budget(bpe_llama):
-    shapes = []
-    original = bpe_llama.model.forward
-
-    def spy(*args, **kwargs):
-        shapes.append(tuple(kwargs["input_ids"].shape))
-        return original(*args, **kwargs)
-
-    bpe_llama.model.forward = spy
-    try:
-        for reuse in (False, True):
-            shapes.clear()
-            scorer = Scorer(bpe_llama, progress=False, max_tokens=30, batch_size=64, reuse_prefix=reuse)
+    for reuse in (False, True):
+        scorer = Scorer(bpe_llama, progress=False, max_tokens=30, batch_size=64, reuse_prefix=reuse)
+        with forward_shapes(bpe_llama.model) as shapes:
             scorer.score(REQUESTS)
-            longest = max(len(scorer.encode(r).sequence) for r in REQUESTS)
-            assert all(rows * width <= 30 or rows == 1 for rows, width in shapes)
-            assert max(width for _, width in shapes) >= longest
-            assert len(shapes) > 1
-    finally:
-        bpe_llama.model.forward = original
+        longest = max(len(scorer.encode(r).sequence) for r in REQUESTS)
+        assert all(rows * width <= 30 or rows == 1 for rows, width in shapes)
+        assert max(width for _, width in shapes) >= longest
+        assert len(shapes) > 1
 
 
 def test_out_of_memory_halves_the_batch(bpe_llama):

@@ -11,7 +11,7 @@ from psyling.measures.surprisal import LN2, surprisal_tables
 from psyling.models.masked import MaskedScorer, is_masked_lm
 from psyling.models.scoring import ScoreRequest
 from psyling.stimuli import Condition, Item, Prediction, StimulusSet
-from tiny import CORPUS, byte_bpe_tokenizer, tiny_bert, tiny_llama
+from tiny import CORPUS, byte_bpe_tokenizer, forward_shapes, tiny_bert, tiny_llama
 
 SENTENCES = list(dict.fromkeys(CORPUS)) + ["Antidisestablishmentarianism bathed the cabinets.",
                                            "The LAZY chef's keys: visited (finally)."]
@@ -136,26 +136,19 @@ def test_batches_stay_within_max_tokens_on_a_long_text():
     lm = tiny_bert(max_positions=512)
     vocab = [w for w in " ".join(dict.fromkeys(CORPUS)).split() if len(lm.tokenizer.tokenize(w)) == 1]
     text = " ".join((vocab * 20)[:300])
-    shapes = []
-    forward = lm.model.forward
-
-    def recording(*args, **kwargs):
-        shapes.append(tuple(kwargs["input_ids"].shape))
-        return forward(*args, **kwargs)
-
-    lm.model.forward = recording
-    reference = MaskedScorer(lm, max_tokens=10**6, progress=False).score([ScoreRequest(("long",), text)])[0]
+    with forward_shapes(lm.model) as shapes:
+        reference = MaskedScorer(lm, max_tokens=10**6, progress=False).score([ScoreRequest(("long",), text)])[0]
     n = len(reference.token_ids)
     assert n >= 300 and shapes == [(n, n + 2)]  # every copy in one batch
-    shapes[:] = []
     seen = []
-    bounded = MaskedScorer(lm, max_tokens=1000, progress=False).score([ScoreRequest(("long",), text)],
-                                                                     consumer=seen.extend)[0]
+    with forward_shapes(lm.model) as shapes:
+        bounded = MaskedScorer(lm, max_tokens=1000, progress=False).score([ScoreRequest(("long",), text)],
+                                                                         consumer=seen.extend)[0]
     assert max(rows * width for rows, width in shapes) <= 1000
     assert sum(rows for rows, _ in shapes) == n and seen == [bounded]
     np.testing.assert_allclose(bounded.logprob, reference.logprob, atol=1e-5, rtol=0)
-    shapes[:] = []
-    MaskedScorer(lm, max_tokens=100, progress=False).score([ScoreRequest(("long",), text)])
+    with forward_shapes(lm.model) as shapes:
+        MaskedScorer(lm, max_tokens=100, progress=False).score([ScoreRequest(("long",), text)])
     assert {rows for rows, _ in shapes} == {1}  # longer than max_tokens: one copy per forward pass
 
 

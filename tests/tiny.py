@@ -1,6 +1,8 @@
 """Tiny random language models with tokenizers trained in memory (no network, milliseconds)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -108,3 +110,20 @@ def tiny_bert(seed: int = 0, vocab_size: int = 200, max_positions: int = 128) ->
                      intermediate_size=128, max_position_embeddings=max_positions,
                      pad_token_id=tokenizer.pad_token_id)
     return _lm(BertForMaskedLM(cfg), tokenizer, "tiny-bert")
+
+
+@contextmanager
+def forward_shapes(model):
+    """Record the ``input_ids`` shape of every forward call of ``model`` while the block runs."""
+    shapes: list[tuple[int, int]] = []
+    original = model.forward
+
+    def recording(*args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return original(*args, **kwargs)
+
+    model.forward = recording
+    try:
+        yield shapes
+    finally:
+        model.forward = original

@@ -50,6 +50,11 @@ class Batch:
         return max(len(r) for r in self.rows)
 
     @property
+    def order(self) -> list[int]:
+        """The sequences placed in this batch, row by row: the order of its outputs."""
+        return [i for row in self.rows for i in sorted(row.paths)]
+
+    @property
     def n_tokens(self) -> int:
         """Tokens actually computed (padding excluded)."""
         return sum(len(r) for r in self.rows)

@@ -151,8 +151,12 @@ class Scorer:
         bow_eos = self.markers.bow.clone()  # word-initial tokens or EOS: the word-boundary set
         if self.markers.eos_id is not None:
             bow_eos[self.markers.eos_id] = True
-        # columns: everything, the word-boundary set, tokens that do not begin a word (EOS included)
-        self._mass_columns = torch.stack([torch.ones_like(bow_eos), bow_eos, ~self.markers.bow], 1).double()
+        # columns: everything, the word-boundary set, tokens that do not begin a word (EOS included); the
+        # whole blocks of VOCAB_BLOCK entries in float32, the remainder in float64
+        columns = torch.stack([torch.ones_like(bow_eos), bow_eos, ~self.markers.bow], 1)
+        split = n_logits // VOCAB_BLOCK * VOCAB_BLOCK
+        self._blocked_columns = columns[:split].float().reshape(split // VOCAB_BLOCK, VOCAB_BLOCK, -1)
+        self._tail_columns = columns[split:].double()
         self.capture = capture
         self.sites = capture.sites(n_layers(lm.model)) if capture else []
         self.lens_layers = list(lens_layers or [])
@@ -251,12 +255,13 @@ class Scorer:
                    disable=not show or len(plan) < 2)
         started = time.perf_counter()
         for batch in plan:
-            order = [i for row in batch.rows for i in sorted(row.paths)]
-            outs = store.get(batch.digest()) if store is not None else None
+            order = batch.order
+            digest = batch.digest() if store is not None else None
+            outs = store.get(digest) if store is not None else None
             if outs is None:
-                outs = self._run(batch, [encoded[i] for i in order], order, padding_side)
+                outs = self._run(batch, encoded, padding_side)
                 if store is not None:
-                    store.put(batch.digest(), outs)
+                    store.put(digest, outs)
             for i, out in zip(order, outs):
                 results[i] = TokenScores(requests[i], encoded[i].ids, encoded[i].offsets, out["logprob"],
                                          out["log_bow"], out["log_nonbow"], out.get("activations"), out.get("lens"))
@@ -272,10 +277,11 @@ class Scorer:
         self.seconds += time.perf_counter() - started
         return results  # type: ignore[return-value]
 
-    def _run(self, batch: Batch, encoded: list[Encoded], order: list[int], padding_side: str) -> list[Output]:
-        """Outputs of a batch's sequences (in ``order``); on running out of memory, its halves one after the other."""
+    def _run(self, batch: Batch, encoded: list[Encoded], padding_side: str) -> list[Output]:
+        """Outputs of a batch's sequences (in ``batch.order``; ``encoded``: every request's encoding); on running
+        out of memory, its halves one after the other."""
         try:
-            return self._forward(batch, encoded, order, padding_side)
+            return self._forward(batch, [encoded[i] for i in batch.order], padding_side)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not _is_oom(exc):
                 raise
@@ -288,15 +294,12 @@ class Scorer:
             log.warning("out of memory on a batch of %d rows x %d tokens: splitting it", len(batch.rows),
                         batch.width)
             half = len(batch.rows) // 2
-            outs: list[Output] = []
-            for rows in (batch.rows[:half], batch.rows[half:]):
-                part = Batch(rows, batch.tree)
-                sub_order = [i for row in rows for i in sorted(row.paths)]
-                outs += self._run(part, [encoded[order.index(i)] for i in sub_order], sub_order, padding_side)
-            return outs
+            return (self._run(Batch(batch.rows[:half], batch.tree), encoded, padding_side)
+                    + self._run(Batch(batch.rows[half:], batch.tree), encoded, padding_side))
 
     @torch.no_grad()
-    def _forward(self, batch: Batch, encoded: list[Encoded], order: list[int], padding_side: str) -> list[Output]:
+    def _forward(self, batch: Batch, encoded: list[Encoded], padding_side: str) -> list[Output]:
+        """One forward pass; ``encoded`` holds the batch's sequences in ``batch.order``."""
         width, device = batch.width, self.lm.device
         n_rows = len(batch.rows)
         input_ids = torch.zeros((n_rows, width), dtype=torch.long)
@@ -318,7 +321,7 @@ class Scorer:
                                    position_ids=positions.to(device), use_cache=False).logits
         flat = n_rows * width
         columns = [[r * width + starts[r] + j for j in row.paths[i]] for r, row in enumerate(batch.rows)
-                   for i in sorted(row.paths)]  # each sequence's flat positions, context included
+                   for i in sorted(row.paths)]  # each sequence's flat positions (batch.order), context included
         if self.sites:
             dtype = DTYPES[self.capture.dtype]
             text = [torch.tensor(cols[len(enc.context):], device=device) for cols, enc in zip(columns, encoded)]
@@ -369,11 +372,10 @@ class Scorer:
         entries in float32, then over blocks in float64: within 1e-6 of a float64 log-softmax (a plain float32
         one over a large vocabulary is biased by ~1e-5 nats per token). Conventions that normalise in the
         logits' dtype (lm-eval: log_softmax, minicons: logsumexp) get their log Z instead."""
-        n_vocab = logits.shape[1]
-        n_blocks = n_vocab // VOCAB_BLOCK
+        blocked = self._blocked_columns.to(logits.device)
+        tail = self._tail_columns.to(logits.device)
+        n_blocks = blocked.shape[0]
         split = n_blocks * VOCAB_BLOCK
-        columns = self._mass_columns.to(logits.device)
-        blocked = columns[:split].float().reshape(n_blocks, VOCAB_BLOCK, -1)
         parts = []
         for x in logits.split(STATS_CHUNK):
             log_z = {"float64": lambda: None,
@@ -384,7 +386,7 @@ class Scorer:
             top = x.max(dim=1, keepdim=True).values
             e = x.sub_(top).exp_()
             masses = torch.bmm(e[:, :split].reshape(-1, n_blocks, VOCAB_BLOCK).transpose(0, 1), blocked)
-            masses = masses.double().sum(0) + e[:, split:].double() @ columns[split:]
+            masses = masses.double().sum(0) + e[:, split:].double() @ tail
             masses = masses.log()
             if log_z is not None:
                 masses[:, 0] = log_z - top[:, 0].double()
