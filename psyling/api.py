@@ -164,12 +164,11 @@ def run(model: Union[str, LanguageModel] = DEFAULT_MODEL,
             raise PsylingError("scoring conventions apply to causal LMs; a masked LM is scored by --masked-variant")
         scorer = MaskedScorer(lm, variant=masked_variant, max_tokens=max_tokens or 4096, progress=progress,
                               batch_size=batch_size)
-        store = None  # masked-LM batches are not cached
     else:
         scorer = Scorer(lm, context_token=context_token, batch_size=batch_size, padding_side=padding_side,
                         progress=progress, capture=activations, lens_layers=lens_layers, max_tokens=max_tokens,
                         reuse_prefix=reuse_prefix, convention=convention)
-        store = ScoreStore(scorer.fingerprint(), read=resume) if cache or resume else None
+    store = ScoreStore(scorer.fingerprint(), read=resume) if cache or resume else None
     writer = ActivationWriter(Path(out) / "activations", scorer.sites, pool, pool_method,
                               activations.dtype) if activations else None
     errors = list(loaded.errors)

@@ -9,9 +9,11 @@ Each text token is scored in its own masked copy of the sequence ([CLS] prefix t
 Copies of one or several texts are mini-batched so that rows x padded length <= ``max_tokens``, and the output
 head is applied to the masked positions only, so memory does not grow with the length of a text squared times
 the vocabulary. There are no word-boundary tokens, so the Pimentel & Meister word correction is off: word and
-region surprisal are plain sums of token surprisals."""
+region surprisal are plain sums of token surprisals. Texts are scored in chunks of about ``CHUNK_PASSES``
+forward passes; the score cache stores one file per chunk, so ``--resume`` works as for causal LMs."""
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
@@ -22,12 +24,14 @@ from tqdm.auto import tqdm
 
 from ..errors import AlignmentError, ModelError
 from .loading import LanguageModel
-from .scoring import ScoreRequest, TokenScores, joined_text, text_span
+from .scoring import ScoreRequest, TokenScores, joined_text, model_identity, text_span
+from .store import ScoreStore
 from .vocab import WordMarkers
 
 VARIANTS = {"pll": "Salazar et al. (2020) pseudo-log-likelihood: each token masked on its own",
             "l2r": "Kauf & Ivanova (2023) PLL-word-l2r: the token and the rest of its word to the right masked "
                    "(minicons PLL_metric='within_word_l2r')"}
+CHUNK_PASSES = 8  # forward passes (at the token budget) per cached chunk of texts
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,29 @@ class _Encoded:
     targets: list[int]
     offsets: list[tuple[int, int]]
     masks: list[list[int]]
+
+
+def _chunks(order: list[int], encoded: list[_Encoded], chunk_tokens: int) -> list[list[int]]:
+    """Consecutive texts (in ``order``) whose masked copies add up to about ``chunk_tokens`` tokens."""
+    chunks: list[list[int]] = [[]]
+    size = 0
+    for i in order:
+        if chunks[-1] and size >= chunk_tokens:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(i)
+        size += len(encoded[i].targets) * len(encoded[i].ids)
+    return chunks if chunks[0] else []
+
+
+def _chunk_digest(seqs: list[_Encoded], budget: int) -> str:
+    """A content address of a chunk's computation: the budget, then each sequence and its masked positions."""
+    h = hashlib.sha256(f"masked|{budget}".encode())
+    for seq in seqs:
+        h.update(np.asarray(seq.ids, dtype=np.int64).tobytes() + b"|")
+        for mask in seq.masks:
+            h.update(np.asarray(mask, dtype=np.int64).tobytes() + b";")
+    return h.hexdigest()
 
 
 def is_masked_lm(model: Any) -> bool:
@@ -123,13 +150,18 @@ class MaskedScorer:
                      if word_ids[pos] is not None else [pos] for pos in targets]
         return _Encoded(list(enc["input_ids"]), targets, offsets, masks)
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What, besides the tokens of a chunk, determines its numbers: the key of the score cache."""
+        return {**model_identity(self.lm), "scorer": "masked", "variant": self.variant}
+
     def score(self, requests: Iterable[ScoreRequest], *, progress: Optional[bool] = None, desc: str = "scoring",
               consumer: Optional[Callable[[list[TokenScores]], None]] = None, max_tokens: Optional[int] = None,
-              **ignored: Any) -> list[TokenScores]:
+              store: Optional[ScoreStore] = None, **ignored: Any) -> list[TokenScores]:
         """Score requests; returns results in request order. ``max_tokens`` overrides the scorer's bound on
-        rows x length per forward pass (1: every masked copy alone). ``consumer`` receives each text's
-        scores as soon as all its copies are done. Other keywords (batch_size, padding_side) are accepted
-        for compatibility with Scorer and ignored."""
+        rows x length per forward pass (1: every masked copy alone). Texts, longest first, are scored in
+        chunks of about CHUNK_PASSES forward passes; ``consumer`` receives each chunk's scores as soon as it is
+        done, and ``store`` caches (and, when reading, reuses) each chunk's results. Other keywords
+        (batch_size, padding_side) are accepted for compatibility with Scorer and ignored."""
         requests = list(requests)
         budget = max_tokens or self.max_tokens
         encoded = [self.encode(r) for r in requests]
@@ -138,37 +170,44 @@ class MaskedScorer:
                 raise ModelError(f"{req.key}: {len(enc.ids)} tokens (with special tokens) exceed the masked LM's "
                                  f"{self.limit} positions; shorten the stimulus or its prefix")
         order = sorted(range(len(requests)), key=lambda i: -len(encoded[i].ids))
-        copies = [(i, k) for i in order for k in range(len(encoded[i].targets))]
-        batches, pos = [], 0
-        while pos < len(copies):  # lengths fall along ``copies``: the first row of a batch is its widest
-            rows = max(1, budget // len(encoded[copies[pos][0]].ids))
-            batches.append(copies[pos:pos + rows])
-            pos += rows
-        logprobs = [np.empty(len(enc.targets)) for enc in encoded]
-        remaining = [len(enc.targets) for enc in encoded]
         results: list[Optional[TokenScores]] = [None] * len(requests)
         show = self.progress if progress is None else progress
         started = time.perf_counter()
-        with tqdm(total=len(copies), desc=desc, unit="copy", disable=not show) as bar:
-            for batch in batches:
-                values = self._forward([encoded[i] for i, _ in batch], [k for _, k in batch])
-                self.n_computed += sum(len(encoded[i].ids) for i, _ in batch)
-                done = []
-                for (i, k), value in zip(batch, values):
-                    logprobs[i][k] = value
-                    remaining[i] -= 1
-                    if remaining[i] == 0:
-                        n = len(encoded[i].targets)
-                        ids = [encoded[i].ids[p] for p in encoded[i].targets]
-                        results[i] = TokenScores(requests[i], ids, encoded[i].offsets, logprobs[i],
-                                                 np.full(n + 1, np.nan), float("nan"))
-                        self.n_tokens += n
-                        done.append(results[i])
-                if consumer is not None and done:
-                    consumer(done)
-                bar.update(len(batch))
+        with tqdm(total=sum(len(e.targets) for e in encoded), desc=desc, unit="copy", disable=not show) as bar:
+            for chunk in _chunks(order, encoded, budget * CHUNK_PASSES):
+                digest = _chunk_digest([encoded[i] for i in chunk], budget) if store is not None else None
+                outs = store.get(digest) if store is not None else None
+                if outs is None:
+                    outs = [{"logprob": lp, "log_bow": np.full(len(lp) + 1, np.nan), "log_nonbow": float("nan")}
+                            for lp in self._score_chunk([encoded[i] for i in chunk], budget, bar)]
+                    if store is not None:
+                        store.put(digest, outs)
+                else:
+                    bar.update(sum(len(encoded[i].targets) for i in chunk))
+                for i, out in zip(chunk, outs):
+                    enc = encoded[i]
+                    results[i] = TokenScores(requests[i], [enc.ids[p] for p in enc.targets], enc.offsets,
+                                             out["logprob"], out["log_bow"], out["log_nonbow"])
+                    self.n_tokens += len(enc.targets)
+                if consumer is not None:
+                    consumer([results[i] for i in chunk])
         self.seconds += time.perf_counter() - started
         return results  # type: ignore[return-value]
+
+    def _score_chunk(self, seqs: list[_Encoded], budget: int, bar: tqdm) -> list[np.ndarray]:
+        """log P of every text token of the sequences (longest first), masked copies batched under ``budget``."""
+        copies = [(i, k) for i, seq in enumerate(seqs) for k in range(len(seq.targets))]
+        logprobs = [np.empty(len(seq.targets)) for seq in seqs]
+        pos = 0
+        while pos < len(copies):  # lengths fall along ``copies``: the first row of a batch is its widest
+            batch = copies[pos:pos + max(1, budget // len(seqs[copies[pos][0]].ids))]
+            values = self._forward([seqs[i] for i, _ in batch], [k for _, k in batch])
+            self.n_computed += sum(len(seqs[i].ids) for i, _ in batch)
+            for (i, k), value in zip(batch, values):
+                logprobs[i][k] = value
+            bar.update(len(batch))
+            pos += len(batch)
+        return logprobs
 
     @torch.no_grad()
     def _forward(self, seqs: list[_Encoded], copy_index: list[int]) -> np.ndarray:

@@ -189,13 +189,7 @@ class Scorer:
 
     def fingerprint(self) -> dict[str, Any]:
         """What, besides the tokens of a batch, determines its numbers: the key of the score cache."""
-        info = self.lm.info
-        vocab = hashlib.sha256(repr(sorted(self.lm.tokenizer.get_vocab().items())).encode()).hexdigest()
-        weights = info.get("sha256") or info.get("revision") or _parameter_digest(self.lm.model)
-        return {"psyling_version": __version__, "model": {"id": info.get("id"), "weights": weights,
-                                                          "class": info.get("class")},
-                "tokenizer_vocab": vocab, "dtype": str(next(self.lm.model.parameters()).dtype),
-                "device_type": self.lm.device.type, "convention": self.convention.name,
+        return {**model_identity(self.lm), "convention": self.convention.name,
                 "context_token": self.context_token_id, "word_markers": self.markers.family,
                 "capture_sites": self.sites, "capture_dtype": self.capture.dtype if self.capture else None,
                 "lens_layers": self.lens_layers}
@@ -394,6 +388,18 @@ class Scorer:
         stats = torch.cat(parts).cpu().numpy()
         log_z = stats[:, 0] + stats[:, 1]
         return log_z, stats[:, 2] - stats[:, 1], stats[:, 3] - stats[:, 1]
+
+
+def model_identity(lm: LanguageModel) -> dict[str, Any]:
+    """The part of a score-cache key that names the model: weights (file digest, revision, or a digest of the
+    parameters of an in-memory model), tokenizer vocabulary, dtype, device type, psyling version."""
+    info = lm.info
+    vocab = hashlib.sha256(repr(sorted(lm.tokenizer.get_vocab().items())).encode()).hexdigest()
+    weights = info.get("sha256") or info.get("revision") or _parameter_digest(lm.model)
+    return {"psyling_version": __version__, "model": {"id": info.get("id"), "weights": weights,
+                                                      "class": info.get("class")},
+            "tokenizer_vocab": vocab, "dtype": str(next(lm.model.parameters()).dtype),
+            "device_type": lm.device.type}
 
 
 def _parameter_digest(model: Any) -> str:

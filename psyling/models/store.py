@@ -109,6 +109,11 @@ def _unpack(arrays: dict[str, np.ndarray]) -> list[Output]:
     return [outs[j] for j in range(len(outs))]
 
 
+def _scoring(info: dict[str, Any]) -> Optional[str]:
+    """How an entry scored: a causal LM's convention, or a masked LM's variant."""
+    return info.get("convention") or (f"masked {info['variant']}" if "variant" in info else None)
+
+
 def list_entries(root: Optional[Path] = None) -> list[dict[str, Any]]:
     """One row per cache entry: model, dtype, convention, batches stored, size in MB, last written."""
     rows = []
@@ -120,7 +125,7 @@ def list_entries(root: Optional[Path] = None) -> list[dict[str, Any]]:
             info = {}
         files = list(folder.glob("*.npz"))
         rows.append({"entry": folder.name, "model": info.get("model", {}).get("id", "?"),
-                     "dtype": info.get("dtype"), "convention": info.get("convention"),
+                     "dtype": info.get("dtype"), "convention": _scoring(info),
                      "capture": bool(info.get("capture_sites")), "batches": len(files),
                      "mb": round(sum(f.stat().st_size for f in files) / 2**20, 2),
                      "last_written": time.strftime("%Y-%m-%d %H:%M", time.localtime(
