@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import pandas as pd
 
@@ -21,14 +21,30 @@ from .report import write_csv, write_json, write_parquet
 from .stats.compare import accuracy_by, compare_models
 from .stats.human import Linking, compare_with_humans
 from .stats.mixed import condition_effects
-from .stimuli import StimulusSet, load_stimuli
+from .stimuli import ReadingCorpus, StimulusSet, load_natural_stories, load_stimuli, load_ucl
 from .stimuli.schema import WHOLE_SENTENCE
 
 RUN_FILES = ("manifest.json", "regions.parquet", "words.parquet", "predictions.parquet")
-# human measure -> (UCL corpus column, unit): the linking functions fitted by default
-UCL_LINKS = {"SPR": ("self_paced_reading_time", "ms"), "eye-tracking": ("RTfirstpass", "ms"),
-             "ERP-N400": ("N400", "µV")}
-LINKING_CHOICES = ("ucl", "none")
+
+
+@dataclass(frozen=True)
+class LinkingCorpus:
+    """A corpus the linking functions can be fitted on: its folder under the data root, its loader, a
+    description, and human measure -> (column, unit)."""
+    folder: str
+    loader: Callable[[Path], ReadingCorpus]
+    description: str
+    links: dict[str, tuple[str, str]]
+
+
+LINKING_CORPORA = {
+    "ucl": LinkingCorpus("devarda2023_ucl_cloze_n400", load_ucl, "UCL corpus",
+                         {"SPR": ("self_paced_reading_time", "ms"), "eye-tracking": ("RTfirstpass", "ms"),
+                          "ERP-N400": ("N400", "µV")}),
+    "naturalstories": LinkingCorpus("naturalstories", load_natural_stories, "Natural Stories",
+                                    {"SPR": ("meanItemRT", "ms")}),
+}
+LINKING_CHOICES = (*LINKING_CORPORA, "none")
 
 
 @dataclass
@@ -117,32 +133,35 @@ def mixed_tables(sets: list[StimulusSet], regions: pd.DataFrame) -> tuple[pd.Dat
     return mixed, notes
 
 
-def ucl_linkings(manifest: dict[str, Any], data_root: Optional[Path] = None, progress: bool = True,
-                 model: Optional[LanguageModel] = None) -> dict[str, Linking]:
-    """Score the UCL corpus with the run's model (same settings; ``model`` overrides the one its manifest
-    names) and fit surprisal -> SPR / first-pass / N400 linking functions (current word and two spillover
-    words, over length, log frequency and position)."""
+def corpus_linkings(manifest: dict[str, Any], corpus: str = "ucl", data_root: Optional[Path] = None,
+                    progress: bool = True, model: Optional[LanguageModel] = None) -> dict[str, Linking]:
+    """Score a reading/ERP corpus (``LINKING_CORPORA``: the UCL corpus, or Natural Stories) with the run's model
+    (same settings; ``model`` overrides the one its manifest names) and fit its surprisal -> human measure
+    linking functions (current word and two spillover words, over length, log frequency and position)."""
     from .api import run
     from .stats.regression import baseline_predictors, fit_linking
     from .stimuli.batteries import data_root as default_root
-    from .stimuli.corpora import load_ucl
 
+    spec = LINKING_CORPORA[corpus]
     root = Path(data_root) if data_root else default_root()
-    if not (root / "devarda2023_ucl_cloze_n400").is_dir():
-        raise PsylingError(f"UCL corpus not found under {root}; give --data-root or use --linking none")
-    corpus = load_ucl(root)
+    if not (root / spec.folder).is_dir():
+        raise PsylingError(f"{spec.description} not found under {root / spec.folder}; give --data-root or use "
+                           "--linking none")
+    loaded = spec.loader(root)
     settings = manifest.get("settings", {})
-    scored = run(model or manifest["model"]["id"], stimuli=[corpus.stimuli], progress=progress,
+    scored = run(model or manifest["model"]["id"], stimuli=[loaded.stimuli], progress=progress,
                  dtype=settings.get("dtype", "float32"),
                  context_token=(settings.get("context_token") or {}).get("id"),
                  batch_size=settings.get("batch_size", 32))
-    words = corpus.words.merge(scored.words[["item", "word_index", "surprisal"]], on=["item", "word_index"],
+    if scored.errors:
+        raise PsylingError(f"{spec.description}: the run's model could not score it: {scored.errors[0]}")
+    words = loaded.words.merge(scored.words[["item", "word_index", "surprisal"]], on=["item", "word_index"],
                                how="left", validate="1:1")
     words = baseline_predictors(words)
     linkings = {}
-    for measure, (column, unit) in UCL_LINKS.items():
+    for measure, (column, unit) in spec.links.items():
         fit = fit_linking(words, column)
-        linkings[measure] = Linking(measure, unit, dict(fit.slopes), f"UCL corpus {column}",
+        linkings[measure] = Linking(measure, unit, dict(fit.slopes), f"{spec.description} {column}",
                                     details={"slope_se": fit.slope_se, "n": fit.n, "n_dropped": fit.n_dropped,
                                              "r_squared": fit.r_squared, "baseline": fit.baseline_coefficients})
     return linkings
@@ -170,8 +189,8 @@ def analyze(run_dir: Union[str, Path], stimuli: Sequence[Union[str, Path]] = (),
     mixed, mixed_notes = mixed_tables(sets, regions)
     notes += mixed_notes
     linkings: dict[str, Linking] = {}
-    if linking == "ucl":
-        linkings = ucl_linkings(manifest, Path(data_root) if data_root else None, progress, model)
+    if linking != "none":
+        linkings = corpus_linkings(manifest, linking, Path(data_root) if data_root else None, progress, model)
     comparison = compare_with_humans(sets, regions, tables["words"], linkings)
     for name, table in (("comparison", comparison), ("mixed", mixed), ("accuracy_by_phenomenon", accuracy)):
         write_parquet(out / f"{name}.parquet", table)

@@ -340,11 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("run_dir", type=Path, help="the --out folder of psyling run")
     an.add_argument("--stimuli", nargs="+", metavar="PATH",
                     help="the run's stimulus files (default: the files its manifest lists)")
-    an.add_argument("--linking", default="ucl", choices=["ucl", "none"],
-                    help="fit surprisal -> SPR / eye-tracking / N400 linking functions on the UCL corpus scored "
-                         "by the run's model (default), or report effects in bits only")
+    an.add_argument("--linking", default="ucl", choices=["ucl", "naturalstories", "none"],
+                    help="fit surprisal -> human-measure linking functions on a corpus scored by the run's model: "
+                         "ucl (SPR, first-pass eye-tracking, N400; default), naturalstories (SPR only), or none "
+                         "(effects in bits only)")
     an.add_argument("--data-root", type=Path,
-                    help="data root holding devarda2023_ucl_cloze_n400/ (default: PSYLING_DATA or ../shared/data)")
+                    help="data root holding devarda2023_ucl_cloze_n400/ or naturalstories/ (default: PSYLING_DATA "
+                         "or ../shared/data)")
     an.add_argument("--no-plots", action="store_true")
     an.add_argument("--quiet", action="store_true", help="no progress bars")
     an.set_defaults(func=_analyze)

@@ -76,6 +76,26 @@ def test_analyze_fits_linking_functions_on_the_ucl_corpus(run_dir, bpe_llama, da
     assert row["predicted"] == pytest.approx(row["model_bits"] * result.linkings["ERP-N400"].slopes[0], rel=1e-6)
 
 
+def test_analyze_fits_the_spr_linking_on_natural_stories(run_dir, bpe_llama, data):
+    """--linking naturalstories: the run's model scores the 10 stories; SPR linking from their mean RTs."""
+    from tiny import byte_bpe_tokenizer, tiny_llama
+
+    too_long = r"^Natural Stories: the run's model could not score it: .*3930 tokens exceed the model's context of 128"
+    with pytest.raises(PsylingError, match=too_long):
+        analyze(run_dir, linking="naturalstories", data_root=data, plots=False, progress=False, model=bpe_llama)
+    long_llama = tiny_llama(byte_bpe_tokenizer(), max_positions=16384)
+    result = analyze(run_dir, linking="naturalstories", data_root=data, plots=False, progress=False,
+                     model=long_llama)
+    assert set(result.linkings) == {"SPR"}
+    spr = result.linkings["SPR"]
+    # 10,256 words; the first two of each story lack spillover surprisal, and rows without an RT drop too
+    assert spr.unit == "ms" and set(spr.slopes) == {0, 1, 2} and 10000 < spr.details["n"] <= 10256 - 20
+    row = result.comparison.set_index("set").loc["garden_path_npz"]
+    assert row["unit"] == "ms" and row["linking"] == "Natural Stories meanItemRT"
+    assert json.loads((run_dir / "analysis" / "analysis.json").read_text())["linking"]["SPR"]["source"] == \
+        "Natural Stories meanItemRT"
+
+
 def test_bad_run_directories_get_one_line_errors(tmp_path, run_dir, capsys):
     with pytest.raises(PsylingError, match="missing words.parquet"):
         broken = tmp_path / "broken"

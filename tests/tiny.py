@@ -54,10 +54,10 @@ def space_token_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
     return _wrap(tok)
 
 
-def tiny_llama(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LanguageModel:
+def tiny_llama(tokenizer: PreTrainedTokenizerFast, seed: int = 0, max_positions: int = 128) -> LanguageModel:
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     return _lm(LlamaForCausalLM(cfg), tokenizer, "tiny-llama")
 
