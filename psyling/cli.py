@@ -195,7 +195,8 @@ def _validate(args: argparse.Namespace) -> int:
 def _batteries(_: argparse.Namespace) -> int:
     from .stimuli import battery_names, load_battery, load_stimuli
 
-    print(f"{'battery':<16} {'sets':>5} {'items':>8}  description")
+    width = max(len(name) for name in [*battery_names(), "battery"])
+    print(f"{'battery':<{width}} {'sets':>5} {'items':>8}  description")
     for name in battery_names():
         battery = load_battery(name)
         try:
@@ -205,7 +206,7 @@ def _batteries(_: argparse.Namespace) -> int:
                 counts += f" ({len(loaded.errors)} files with errors)"
         except PsylingError as exc:
             counts = f"{'-':>5} {'-':>8}  (unavailable: {exc})"
-        print(f"{name:<16} {counts}  {battery.description}")
+        print(f"{name:<{width}} {counts}  {battery.description}")
     return 0
 
 

@@ -49,6 +49,15 @@ def test_all_blimp_paradigms_load(data):
     assert island.items[0].metadata["pairID"] == "0"
 
 
+def test_our_set_names_differ_from_every_external_battery(data):
+    """A run over core plus an external battery keeps every set: set names are unique across them."""
+    ours = {s.name for s in load_stimuli(battery_files("core")).sets}
+    for battery in ("blimp", "syntaxgym2020", "marvin-linzen", "ettinger2020", "climp"):
+        theirs = load_stimuli(battery_files(battery))
+        assert theirs.errors == [] and theirs.sets, battery
+        assert ours.isdisjoint(s.name for s in theirs.sets), battery
+
+
 def test_core_battery_is_valid_and_has_human_findings():
     files = battery_files("core")
     loaded = load_stimuli(files)
