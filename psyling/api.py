@@ -88,10 +88,14 @@ def _invariance(scorer: Scorer, requests: list[ScoreRequest], reference: dict) -
         scorer.n_sequence_tokens = sequence_tokens
         run_path = "prefix reuse (packed rows)" if scorer.reuse_prefix else f"batch size {scorer.batch_size}"
     scorer.n_tokens, scorer.n_computed, scorer.seconds = counters  # the check is not the run's work
-    diff = max(float(np.nanmax(np.abs(a.logprob - reference[a.request.key].logprob), initial=0.0))
-               for a in alone) / math.log(2)
+    diff, logprob = 0.0, float("nan")  # the largest difference, and the log-probability of its token
+    for a in alone:
+        gaps = np.abs(a.logprob - reference[a.request.key].logprob)
+        if np.isfinite(gaps).any() and np.nanmax(gaps) > diff:
+            diff, logprob = float(np.nanmax(gaps)), float(a.logprob[np.nanargmax(gaps)])
     return {"n_sequences": len(sample), "compared": f"{run_path} vs one sequence at a time",
-            "max_abs_diff_bits": diff, "passed": diff <= 1e-4}
+            "max_abs_diff_bits": diff / math.log(2), "at_token_logprob_nats": logprob,
+            "passed": diff / math.log(2) <= 1e-4}
 
 
 def gather_stimuli(stimuli: Sequence[Union[str, Path, StimulusSet]], battery: Optional[str],
