@@ -225,10 +225,7 @@ def run(model: Union[str, LanguageModel] = DEFAULT_MODEL,
             "convention": settings.get("convention"),
             "masked_lm": {k: settings[k] for k in ("variant", "variant_description")} if "variant" in settings
             else None,
-            "word_correction": "pimentel-meister-2024" if scorer.word_correction else
-            settings["word_correction"] if "word_correction" in settings else
-            "none (no word-boundary tokens)" if not scorer.markers.family else
-            f"none ({scorer.convention.name} convention: surprisal is the token sum)",
+            "word_correction": settings["word_correction"],
             "prefix_reuse": {"enabled": scorer.reuse_prefix, "tokens_computed": scorer.n_computed,
                              "tokens_without_reuse": scorer.n_sequence_tokens,
                              "saved_fraction": round(1 - scorer.n_computed / scorer.n_sequence_tokens, 4)

@@ -246,7 +246,7 @@ def _cache(args: argparse.Namespace) -> int:
             shutil.rmtree(cache_dir() / "models", ignore_errors=True)
             print(f"removed the converted models in {cache_dir() / 'models'}")
         return 0
-    rows = [r for r in list_entries() if args.model is None or args.model in str(r["model"])]
+    rows = list_entries(model=args.model)
     print(f"score cache: {scores_root()}")
     for r in rows:
         print(f"  {r['entry']}  {r['model']:<24} {r['dtype']:<15} {r['convention']:<9} "

@@ -135,7 +135,7 @@ def _tiny_set():
     return load_set(Path(__file__).resolve().parents[1] / "stimuli" / "sets" / "agreement_simple.yaml")
 
 
-def test_resume_reuses_cached_batches_and_gives_identical_outputs(bpe_llama, tmp_path, monkeypatch):
+def test_resume_reuses_cached_batches_and_gives_identical_outputs(bpe_llama, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PSYLING_SCORE_CACHE", str(tmp_path / "cache"))
     stim = _tiny_set()
     first = psyling.run(bpe_llama, [stim], out=tmp_path / "a", progress=False, max_tokens=64)
@@ -155,8 +155,18 @@ def test_resume_reuses_cached_batches_and_gives_identical_outputs(bpe_llama, tmp
     pd.testing.assert_frame_equal(first.words, third.words)
     (entry,) = list_entries(tmp_path / "cache")
     assert entry["model"] == "tiny-llama" and entry["batches"] == written
+    stray = tmp_path / "cache" / "stray"  # an entry whose info.json is unreadable is listed, not a traceback
+    stray.mkdir()
+    (stray / "info.json").write_text("{not json")
+    assert [(e["entry"], e["model"], e["dtype"], e["convention"]) for e in list_entries(tmp_path / "cache")
+            if e["entry"] == "stray"] == [("stray", "?", "?", "?")]
+    assert [e["entry"] for e in list_entries(tmp_path / "cache", model="tiny")] == [entry["entry"]]
+    capsys.readouterr()
+    assert main(["cache", "ls", "--model", "tiny"]) == 0 and main(["cache", "ls"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.count(entry["entry"]) == 2 and listed.count("stray") == 1
     assert main(["cache", "clear", "--model", "tiny-llama"]) == 0
-    assert list_entries(tmp_path / "cache") == []
+    assert [e["entry"] for e in list_entries(tmp_path / "cache")] == ["stray"]
 
 
 def test_resumed_capture_run_rebuilds_the_same_activations(bpe_llama, tmp_path, monkeypatch):

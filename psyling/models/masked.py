@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..errors import AlignmentError, ModelError
 from .loading import LanguageModel
 from .scoring import ScoreRequest, TokenScores, joined_text, model_identity, text_span
-from .store import ScoreStore
+from .store import Output, ScoreStore, through
 from .vocab import WordMarkers
 
 VARIANTS = {"pll": "Salazar et al. (2020) pseudo-log-likelihood: each token masked on its own",
@@ -175,15 +175,11 @@ class MaskedScorer:
         started = time.perf_counter()
         with tqdm(total=sum(len(e.targets) for e in encoded), desc=desc, unit="copy", disable=not show) as bar:
             for chunk in _chunks(order, encoded, budget * CHUNK_PASSES):
-                digest = _chunk_digest([encoded[i] for i in chunk], budget) if store is not None else None
-                outs = store.get(digest) if store is not None else None
-                if outs is None:
-                    outs = [{"logprob": lp, "log_bow": np.full(len(lp) + 1, np.nan), "log_nonbow": float("nan")}
-                            for lp in self._score_chunk([encoded[i] for i in chunk], budget, bar)]
-                    if store is not None:
-                        store.put(digest, outs)
-                else:
-                    bar.update(sum(len(encoded[i].targets) for i in chunk))
+                seqs = [encoded[i] for i in chunk]
+                outs, reused = through(store, lambda: _chunk_digest(seqs, budget),
+                                       lambda: self._score_chunk(seqs, budget, bar))
+                if reused:
+                    bar.update(sum(len(seq.targets) for seq in seqs))
                 for i, out in zip(chunk, outs):
                     enc = encoded[i]
                     results[i] = TokenScores(requests[i], [enc.ids[p] for p in enc.targets], enc.offsets,
@@ -194,8 +190,9 @@ class MaskedScorer:
         self.seconds += time.perf_counter() - started
         return results  # type: ignore[return-value]
 
-    def _score_chunk(self, seqs: list[_Encoded], budget: int, bar: tqdm) -> list[np.ndarray]:
-        """log P of every text token of the sequences (longest first), masked copies batched under ``budget``."""
+    def _score_chunk(self, seqs: list[_Encoded], budget: int, bar: tqdm) -> list[Output]:
+        """log P of every text token of the sequences (longest first), masked copies batched under ``budget``;
+        no word-boundary masses (NaN)."""
         copies = [(i, k) for i, seq in enumerate(seqs) for k in range(len(seq.targets))]
         logprobs = [np.empty(len(seq.targets)) for seq in seqs]
         pos = 0
@@ -207,7 +204,8 @@ class MaskedScorer:
                 logprobs[i][k] = value
             bar.update(len(batch))
             pos += len(batch)
-        return logprobs
+        return [{"logprob": lp, "log_bow": np.full(len(lp) + 1, np.nan), "log_nonbow": float("nan")}
+                for lp in logprobs]
 
     @torch.no_grad()
     def _forward(self, seqs: list[_Encoded], copy_index: list[int]) -> np.ndarray:

@@ -23,7 +23,7 @@ from .capture import DTYPES, Capture, CaptureSpec, LensHead, limit_heap_fragment
 from .conventions import Convention, get_convention
 from .loading import LanguageModel
 from .packing import Batch, packed_plan, padded_plan
-from .store import Output, ScoreStore
+from .store import Output, ScoreStore, through
 from .vocab import WordMarkers, word_markers
 
 Key = tuple
@@ -181,11 +181,18 @@ class Scorer:
                                   "token": tok.convert_ids_to_tokens(self.context_token_id)}
                 if self.convention.context == "model" else "the tokenizer's own special tokens (minicons)",
                 "batch_size": self.batch_size, "max_tokens": self.max_tokens, "padding_side": self.padding_side,
-                "prefix_reuse": self.reuse_prefix,
+                "prefix_reuse": self.reuse_prefix, "word_correction": self._word_correction_description(),
                 "convention": {"name": self.convention.name, "description": self.convention.description},
                 "tokenizer": {"class": type(tok).__name__, "family": self.markers.family,
                               "marker": self.markers.marker, "n_word_initial_tokens": int(self.markers.bow.sum()),
                               "eos_id": self.markers.eos_id, "bos_id": tok.bos_token_id}}
+
+    def _word_correction_description(self) -> str:
+        if self.word_correction:
+            return "pimentel-meister-2024"
+        if self.markers.family is None:
+            return "none (no word-boundary tokens)"
+        return f"none ({self.convention.name} convention: surprisal is the token sum)"
 
     def fingerprint(self) -> dict[str, Any]:
         """What, besides the tokens of a batch, determines its numbers: the key of the score cache."""
@@ -250,12 +257,7 @@ class Scorer:
         started = time.perf_counter()
         for batch in plan:
             order = batch.order
-            digest = batch.digest() if store is not None else None
-            outs = store.get(digest) if store is not None else None
-            if outs is None:
-                outs = self._run(batch, encoded, padding_side)
-                if store is not None:
-                    store.put(digest, outs)
+            outs, _ = through(store, batch.digest, lambda: self._run(batch, encoded, padding_side))
             for i, out in zip(order, outs):
                 results[i] = TokenScores(requests[i], encoded[i].ids, encoded[i].offsets, out["logprob"],
                                          out["log_bow"], out["log_nonbow"], out.get("activations"), out.get("lens"))

@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -66,6 +66,21 @@ class ScoreStore:
         self.writes += 1
 
 
+def through(store: Optional[ScoreStore], digest: Callable[[], str],
+            compute: Callable[[], list[Output]]) -> tuple[list[Output], bool]:
+    """A unit of work's outputs, from ``store`` when it has them (True), else computed and stored (False);
+    with no store, computed. ``digest`` is only called when there is a store."""
+    if store is None:
+        return compute(), False
+    key = digest()
+    outs = store.get(key)
+    if outs is not None:
+        return outs, True
+    outs = compute()
+    store.put(key, outs)
+    return outs, False
+
+
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
@@ -109,13 +124,14 @@ def _unpack(arrays: dict[str, np.ndarray]) -> list[Output]:
     return [outs[j] for j in range(len(outs))]
 
 
-def _scoring(info: dict[str, Any]) -> Optional[str]:
-    """How an entry scored: a causal LM's convention, or a masked LM's variant."""
-    return info.get("convention") or (f"masked {info['variant']}" if "variant" in info else None)
+def _scoring(info: dict[str, Any]) -> str:
+    """How an entry scored: a causal LM's convention, or a masked LM's variant ("?" when unrecorded)."""
+    return info.get("convention") or (f"masked {info['variant']}" if "variant" in info else "?")
 
 
-def list_entries(root: Optional[Path] = None) -> list[dict[str, Any]]:
-    """One row per cache entry: model, dtype, convention, batches stored, size in MB, last written."""
+def list_entries(root: Optional[Path] = None, model: Optional[str] = None) -> list[dict[str, Any]]:
+    """One row per cache entry (all, or those whose model id contains ``model``): model, dtype, convention,
+    batches stored, size in MB, last written; "?" for what an unreadable info.json does not say."""
     rows = []
     base = root or scores_root()
     for folder in sorted(p for p in base.glob("*") if p.is_dir()) if base.exists() else []:
@@ -123,11 +139,13 @@ def list_entries(root: Optional[Path] = None) -> list[dict[str, Any]]:
             info = json.loads((folder / "info.json").read_text())
         except (OSError, ValueError):
             info = {}
+        model_id = str(info.get("model", {}).get("id") or "?")
+        if model is not None and model not in model_id:
+            continue
         files = list(folder.glob("*.npz"))
-        rows.append({"entry": folder.name, "model": info.get("model", {}).get("id", "?"),
-                     "dtype": info.get("dtype"), "convention": _scoring(info),
-                     "capture": bool(info.get("capture_sites")), "batches": len(files),
-                     "mb": round(sum(f.stat().st_size for f in files) / 2**20, 2),
+        rows.append({"entry": folder.name, "model": model_id, "dtype": info.get("dtype") or "?",
+                     "convention": _scoring(info), "capture": bool(info.get("capture_sites")),
+                     "batches": len(files), "mb": round(sum(f.stat().st_size for f in files) / 2**20, 2),
                      "last_written": time.strftime("%Y-%m-%d %H:%M", time.localtime(
                          max((f.stat().st_mtime for f in files), default=folder.stat().st_mtime)))})
     return rows
@@ -135,9 +153,7 @@ def list_entries(root: Optional[Path] = None) -> list[dict[str, Any]]:
 
 def clear_entries(model: Optional[str] = None, root: Optional[Path] = None) -> int:
     """Delete cache entries (all, or those whose model id contains ``model``); returns how many."""
-    removed = 0
-    for row in list_entries(root):
-        if model is None or model in str(row["model"]):
-            shutil.rmtree((root or scores_root()) / row["entry"], ignore_errors=True)
-            removed += 1
-    return removed
+    rows = list_entries(root, model)
+    for row in rows:
+        shutil.rmtree((root or scores_root()) / row["entry"], ignore_errors=True)
+    return len(rows)
