@@ -42,5 +42,5 @@ def test_batteries_lists_sets_and_items(capsys):
     assert main(["batteries"]) == 0
     out = capsys.readouterr().out
     core = next(line for line in out.splitlines() if line.startswith("core "))
-    assert int(core.split()[1]) >= 20
+    assert int(core.split()[1]) >= 24
     assert "syntaxgym2020" in out and "blimp" in out

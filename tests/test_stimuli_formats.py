@@ -62,7 +62,7 @@ def test_core_battery_is_valid_and_has_human_findings():
     files = battery_files("core")
     loaded = load_stimuli(files)
     assert loaded.errors == []
-    assert len(loaded.sets) >= 4
+    assert len(loaded.sets) >= 24 and len({s.phenomenon for s in loaded.sets}) >= 12  # issue 3's floor
     for stim in loaded.sets:
         assert len(stim.items) >= 24 and stim.citation and stim.human is not None
         assert stim.human.region in stim.regions + ("*",)
