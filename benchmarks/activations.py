@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import psyling
-from psyling.models import CaptureSpec, ScoreRequest, Scorer, load_model
-from psyling.models.capture import n_layers
+from psyling.models import CaptureSpec, CausalScorer, ScoreRequest, load_model
+from psyling.models import n_layers
 from psyling.stimuli import data_root
 
 
@@ -40,15 +40,15 @@ def sentences(n: int) -> list[str]:
 def time_capture(model: str, n: int, batch_size: int) -> None:
     lm = load_model(model)
     requests = [ScoreRequest((i,), s) for i, s in enumerate(sentences(n))]
-    Scorer(lm, batch_size=batch_size, progress=False).score(requests[:batch_size])  # warm-up
+    CausalScorer(lm, batch_size=batch_size, progress=False).score(requests[:batch_size])  # warm-up
     figures = {}
     for label, spec in (("plain", None), ("capture resid all layers", CaptureSpec(("resid",)))):
-        scorer = Scorer(lm, batch_size=batch_size, progress=False, capture=spec)
+        scorer = CausalScorer(lm, batch_size=batch_size, progress=False, capture=spec)
         sink = []
         start = time.perf_counter()
-        scorer.score(requests, consumer=(lambda batch: sink.append(len(batch))) if spec else None)
+        scored = scorer.score(requests, consumer=(lambda batch: sink.append(len(batch))) if spec else None)
         figures[label] = time.perf_counter() - start
-        print(f"{label:<26} {figures[label]:7.1f} s  {scorer.n_tokens / figures[label]:7.1f} tokens/s")
+        print(f"{label:<26} {figures[label]:7.1f} s  {scored.stats.n_tokens / figures[label]:7.1f} tokens/s")
     print(f"capture overhead: {figures['capture resid all layers'] / figures['plain']:.3f}x the scoring time "
           f"({n} sentences, batch {batch_size}, {model}, sites: {len(CaptureSpec().sites(n_layers(lm.model)))})")
 

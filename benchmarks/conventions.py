@@ -13,7 +13,7 @@ import argparse
 
 import numpy as np
 
-from psyling.models import ScoreRequest, Scorer, load_model
+from psyling.models import CausalScorer, ScoreRequest, load_model
 from psyling.models.conventions import CONVENTIONS
 from throughput import blimp_sentences
 
@@ -28,7 +28,7 @@ def main() -> None:
     requests = [ScoreRequest((i,), s) for i, s in enumerate(sentences)]
     decisions = {}
     for name in CONVENTIONS:
-        scored = Scorer(lm, convention=name, progress=False).score(requests)
+        scored = CausalScorer(lm, convention=name, progress=False).score(requests)
         totals = np.array([np.nansum(s.logprob) for s in scored])  # an unscored first token counts 0
         decisions[name] = totals[0::2] > totals[1::2]
     print(f"model {args.model}; {args.pairs} BLiMP pairs; decision: log P(good) > log P(bad), token sums")

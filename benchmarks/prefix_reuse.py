@@ -12,18 +12,18 @@ from __future__ import annotations
 import argparse
 
 from psyling.api import set_requests
-from psyling.models import Scorer, load_model
+from psyling.models import CausalScorer, load_model
 from psyling.stimuli import battery_files, data_root, load_blimp, load_stimuli
 
 
-def count(scorer: Scorer, sets) -> tuple[int, int, int, int]:
+def count(scorer: CausalScorer, sets) -> tuple[int, int, int, int]:
     """(sets, sequences, tokens without reuse, tokens with reuse)."""
     n_seq = without = with_reuse = 0
     for stim in sets:
         encoded = [scorer.encode(r) for r in set_requests(stim)]
         n_seq += len(encoded)
         without += sum(len(e.sequence) for e in encoded)
-        with_reuse += sum(b.n_tokens for b in scorer.plan(encoded, reuse_prefix=True))
+        with_reuse += sum(b.n_tokens for b in scorer.plan(encoded))
     return len(sets), n_seq, without, with_reuse
 
 
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int)
     args = parser.parse_args()
     lm = load_model(args.model)
-    scorer = Scorer(lm, max_tokens=args.max_tokens, progress=False)
+    scorer = CausalScorer(lm, max_tokens=args.max_tokens, reuse_prefix=True, progress=False)
     blimp = [load_blimp(p) for p in sorted((data_root() / "blimp" / "data").glob("*.jsonl"))]
     syntaxgym = load_stimuli(battery_files("syntaxgym2020")).sets
     print(f"model {args.model}; max_tokens {scorer.max_tokens}; one plan per set, as psyling run does")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from psyling.errors import PsylingError
-from psyling.models import LanguageModel, Scorer, ScoreRequest, load_model
+from psyling.models import CausalScorer, LanguageModel, ScoreRequest, load_model
 from psyling.stimuli import data_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the reference adapters
@@ -59,8 +59,8 @@ def blimp_sentences(pairs: int, root: Path | None = None) -> list[str]:
 
 
 def run_psyling(lm: LanguageModel, sents: list[str], args: argparse.Namespace, **extra: Any) -> np.ndarray:
-    """psyling's Scorer (extra: Scorer options from --psyling-options); raw sums of token log-probs (nats)."""
-    scorer = Scorer(lm, batch_size=args.batch_size, progress=False, **extra)
+    """psyling's CausalScorer (extra: ScoringOptions fields from --psyling-options); raw sums of token log-probs (nats)."""
+    scorer = CausalScorer(lm, batch_size=args.batch_size, progress=False, **extra)
     results = scorer.score([ScoreRequest((i,), s) for i, s in enumerate(sents)])
     return np.array([r.logprob.sum() for r in results], dtype=float)
 
@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per tool; the best is reported")
-    parser.add_argument("--psyling-options", default="", help="extra Scorer options, e.g. a=1,b=true")
+    parser.add_argument("--psyling-options", default="", help="extra ScoringOptions fields, e.g. a=1,b=true")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     try:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .api import gather_stimuli, set_requests
 from .errors import PsylingError
-from .models import LanguageModel, ScoreRequest, Scorer, load_model
+from .models import CausalScorer, LanguageModel, ScoreRequest, load_model
 
 TOLERANCE_BITS = 1e-4
 CHECK_COLUMNS = ["comparison", "n_sequences", "max_abs_diff_bits", "mean_abs_diff_bits", "tolerance_bits", "passed"]
@@ -48,21 +48,21 @@ def check_model(model: Union[str, LanguageModel], requests: list[ScoreRequest], 
     if not requests:
         raise PsylingError("no requests to check")
     lm = model if isinstance(model, LanguageModel) else load_model(model, device=device)
-    scorer = Scorer(lm, batch_size=batch_size, progress=False)
-    alone = scorer.score(requests, batch_size=1, reuse_prefix=False)
+    padded = CausalScorer(lm, batch_size=batch_size, reuse_prefix=False, progress=False)
+    alone = padded.with_options(batch_size=1).score(requests)
+    right = padded.score(requests)
     n = len(requests)
     rows = [
-        _row(f"batch size {batch_size} vs 1", _diff(scorer.score(requests, reuse_prefix=False), alone), n,
-             TOLERANCE_BITS),
+        _row(f"batch size {batch_size} vs 1", _diff(right, alone), n, TOLERANCE_BITS),
         _row(f"left vs right padding (batch size {batch_size})",
-             _diff(scorer.score(requests, reuse_prefix=False, padding_side="left"),
-                   scorer.score(requests, reuse_prefix=False)), n, TOLERANCE_BITS),
-        _row("prefix reuse (packed rows) vs one at a time", _diff(scorer.score(requests), alone), n, TOLERANCE_BITS),
+             _diff(padded.with_options(padding_side="left").score(requests), right), n, TOLERANCE_BITS),
+        _row("prefix reuse (packed rows) vs one at a time",
+             _diff(padded.with_options(reuse_prefix=True).score(requests), alone), n, TOLERANCE_BITS),
     ]
     for dtype in dtypes:
         if isinstance(model, LanguageModel):
             raise PsylingError("the dtype comparison loads the model again: pass its name, not a loaded model")
-        other = Scorer(load_model(model, dtype=dtype, device=device), batch_size=batch_size, progress=False)
+        other = CausalScorer(load_model(model, dtype=dtype, device=device), batch_size=batch_size, progress=False)
         rows.append(_row(f"{dtype} vs float32 (informative: a lower precision changes the numbers)",
                          _diff(other.score(requests), alone), n, None))
     return pd.DataFrame(rows, columns=CHECK_COLUMNS)

@@ -7,7 +7,7 @@ import pytest
 
 import psyling
 from psyling.errors import ModelError
-from psyling.models import ScoreRequest, Scorer, load_model
+from psyling.models import CausalScorer, ScoreRequest, load_model
 from psyling.stimuli import load_set
 
 from conftest import REPO
@@ -20,7 +20,7 @@ REFERENCES = {"lm-eval": lmeval_blimp_loglik, "minicons": minicons_sequence_logl
 
 
 def sentence_logprobs(lm, sentences, convention, **kwargs):
-    scored = Scorer(lm, convention=convention, progress=False, **kwargs).score(
+    scored = CausalScorer(lm, convention=convention, progress=False, **kwargs).score(
         [ScoreRequest((i,), s) for i, s in enumerate(sentences)])
     return np.array([np.nansum(s.logprob) for s in scored]), scored
 
@@ -44,7 +44,7 @@ def test_what_each_convention_scores(bpe_llama):
     assert np.isnan(mini[0].logprob[0]) and not np.isnan(mini[0].logprob[1:]).any()  # no BOS: first unscored
     assert own[0].token_ids == mini[0].token_ids
     with pytest.raises(ModelError, match="unknown scoring convention"):
-        Scorer(bpe_llama, convention="lm_eval")
+        CausalScorer(bpe_llama, convention="lm_eval")
 
 
 def test_a_run_records_its_convention(bpe_llama, tmp_path):

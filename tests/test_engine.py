@@ -15,7 +15,7 @@ import torch
 import psyling
 from psyling.cli import main
 from psyling.errors import ModelError
-from psyling.models import CaptureSpec, ScoreRequest, Scorer
+from psyling.models import CaptureSpec, CausalScorer, ScoreRequest
 from psyling.models.packing import packed_plan
 from psyling.models.store import ScoreStore, list_entries
 from psyling.stimuli import load_set
@@ -48,22 +48,23 @@ def _same(a, b, tol=1e-5):
 @pytest.mark.parametrize("max_tokens", [12, 40, None])
 def test_prefix_reuse_equals_one_sequence_at_a_time(fixture, max_tokens, request):
     lm = request.getfixturevalue(fixture)
-    scorer = Scorer(lm, progress=False, max_tokens=max_tokens)
-    alone = scorer.score(REQUESTS, batch_size=1, reuse_prefix=False)
+    scorer = CausalScorer(lm, progress=False, max_tokens=max_tokens)
+    alone = scorer.with_options(batch_size=1, reuse_prefix=False).score(REQUESTS)
     packed = scorer.score(REQUESTS)
     _same(packed, alone)
     # what was computed: each distinct prefix (context token included) once, as an independent count
     seqs = [scorer.encode(r).sequence for r in REQUESTS]
     distinct = {tuple(s[:k]) for s in seqs for k in range(1, len(s) + 1)}
-    assert scorer.n_sequence_tokens == 2 * sum(map(len, seqs))  # both calls count what the sequences hold
+    assert alone.stats.n_sequence_tokens == packed.stats.n_sequence_tokens == sum(map(len, seqs))
+    assert alone.stats.n_computed == sum(map(len, seqs))  # padded: every sequence in full
     if max_tokens is None:  # rows big enough that no subtree is split: every distinct prefix exactly once
-        assert scorer.n_computed == sum(map(len, seqs)) + len(distinct)
-    assert scorer.n_computed - sum(map(len, seqs)) < sum(map(len, seqs))
+        assert packed.stats.n_computed == len(distinct)
+    assert packed.stats.n_computed < sum(map(len, seqs))
 
 
 def test_padded_batches_respect_the_token_budget(bpe_llama):
     for reuse in (False, True):
-        scorer = Scorer(bpe_llama, progress=False, max_tokens=30, batch_size=64, reuse_prefix=reuse)
+        scorer = CausalScorer(bpe_llama, progress=False, max_tokens=30, batch_size=64, reuse_prefix=reuse)
         with forward_shapes(bpe_llama.model) as shapes:
             scorer.score(REQUESTS)
         longest = max(len(scorer.encode(r).sequence) for r in REQUESTS)
@@ -80,12 +81,12 @@ def test_out_of_memory_halves_the_batch(bpe_llama):
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return original(*args, **kwargs)
 
-    scorer = Scorer(bpe_llama, progress=False, batch_size=8, reuse_prefix=False)
-    reference = scorer.score(REQUESTS, batch_size=1)
+    scorer = CausalScorer(bpe_llama, progress=False, batch_size=8, reuse_prefix=False)
+    reference = scorer.with_options(batch_size=1).score(REQUESTS)
     bpe_llama.model.forward = small_memory
     try:
         result = scorer.score(REQUESTS)
-        assert scorer.oom_splits >= 2
+        assert result.stats.oom_splits >= 2
         _same(result, reference)
         bpe_llama.model.forward = lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("out of memory"))
         with pytest.raises(ModelError, match="single row"):
@@ -95,7 +96,7 @@ def test_out_of_memory_halves_the_batch(bpe_llama):
 
 
 def test_capture_and_lens_are_the_same_with_prefix_reuse(bpe_llama):
-    scorer = Scorer(bpe_llama, progress=False, capture=CaptureSpec(("resid", "mlp")), lens_layers=[1, 2])
+    scorer = CausalScorer(bpe_llama, progress=False, capture=CaptureSpec(("resid", "mlp")), lens_layers=[1, 2])
     got: dict = {}
 
     def keep(batch):
@@ -103,7 +104,7 @@ def test_capture_and_lens_are_the_same_with_prefix_reuse(bpe_llama):
             got.setdefault(s.request.key, []).append(s.activations)
 
     packed = scorer.score(REQUESTS, consumer=keep)
-    alone = scorer.score(REQUESTS, batch_size=1, reuse_prefix=False, consumer=keep)
+    alone = scorer.with_options(batch_size=1, reuse_prefix=False).score(REQUESTS, consumer=keep)
     _same(packed, alone)
     for key, (a, b) in got.items():
         assert set(a) == {"resid.0", "resid.1", "resid.2", "mlp.1", "mlp.2"}

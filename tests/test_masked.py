@@ -52,7 +52,7 @@ def minicons_tokens(lm, sentences, variant):
 
 @pytest.mark.parametrize("variant", ["pll", "l2r"])
 def test_sentence_and_token_scores_equal_minicons(bert, variant):
-    ours = MaskedScorer(bert, variant=variant, progress=False).score(requests(SENTENCES))
+    ours = MaskedScorer(bert, masked_variant=variant, progress=False).score(requests(SENTENCES))
     sums, tokens = minicons_tokens(bert, SENTENCES, variant)
     assert any(len(bert.tokenizer.tokenize(w)) > 3 for s in SENTENCES for w in s.split())  # multi-token words
     np.testing.assert_allclose([s.logprob.sum() for s in ours], sums, atol=1e-4, rtol=0)
@@ -62,8 +62,8 @@ def test_sentence_and_token_scores_equal_minicons(bert, variant):
 
 
 def test_l2r_differs_from_pll_only_before_the_end_of_a_word(bert):
-    pll = MaskedScorer(bert, variant="pll", progress=False).score(requests(SENTENCES))
-    l2r = MaskedScorer(bert, variant="l2r", progress=False).score(requests(SENTENCES))
+    pll = MaskedScorer(bert, masked_variant="pll", progress=False).score(requests(SENTENCES))
+    l2r = MaskedScorer(bert, masked_variant="l2r", progress=False).score(requests(SENTENCES))
     inner_diffs = []
     for a, b in zip(pll, l2r):
         tokens = bert.tokenizer.convert_ids_to_tokens(a.token_ids)
@@ -77,7 +77,7 @@ def test_l2r_differs_from_pll_only_before_the_end_of_a_word(bert):
 @torch.no_grad()
 def test_prefix_is_context_only_and_matches_a_plain_masked_loop(bert):
     prefix, text = "The keys to the cabinet.", "Dogs bark, cats meow."
-    scored = MaskedScorer(bert, variant="pll", progress=False).score([ScoreRequest(("k",), text, prefix)])[0]
+    scored = MaskedScorer(bert, masked_variant="pll", progress=False).score([ScoreRequest(("k",), text, prefix)])[0]
     enc = bert.tokenizer(f"{prefix} {text}", return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     start = len(prefix) + 1
@@ -98,9 +98,9 @@ def test_prefix_is_context_only_and_matches_a_plain_masked_loop(bert):
 
 @pytest.mark.parametrize("variant", ["pll", "l2r"])
 def test_scores_do_not_depend_on_max_tokens(bert, variant):
-    big = MaskedScorer(bert, variant=variant, max_tokens=4096, progress=False).score(requests(SENTENCES))
+    big = MaskedScorer(bert, masked_variant=variant, max_tokens=4096, progress=False).score(requests(SENTENCES))
     for max_tokens in (16, 1):
-        small = MaskedScorer(bert, variant=variant, max_tokens=max_tokens, progress=False).score(requests(SENTENCES))
+        small = MaskedScorer(bert, masked_variant=variant, max_tokens=max_tokens, progress=False).score(requests(SENTENCES))
         for a, b in zip(big, small):
             np.testing.assert_allclose(a.logprob, b.logprob, atol=1e-5, rtol=0)
 
@@ -110,7 +110,7 @@ def test_words_and_regions_sum_wordpiece_tokens(bert):
     items = [Item("1", {"a": Condition("a", ("The LAZY Antidisestablishmentarianism", "bathed", "the cabinets.")),
                         "b": Condition("b", ("NASA's rocket", "launched", "at 9:30 a.m."))})]
     stim = StimulusSet("toy", regions, ("a", "b"), items, [Prediction.parse("(verb; %a%) > (verb; %b%)")], "toy")
-    scorer = MaskedScorer(bert, variant="l2r", progress=False)
+    scorer = MaskedScorer(bert, masked_variant="l2r", progress=False)
     reqs = [ScoreRequest(("toy", "1", c), items[0].conditions[c].text) for c in ("a", "b")]
     scores = {s.request.key: s for s in scorer.score(reqs)}
     tokens, words, region_table = surprisal_tables(stim, scores, scorer.markers, bert.tokenizer)
@@ -159,7 +159,7 @@ def test_settings_and_errors(bert):
     assert is_masked_lm(bert.model) and not is_masked_lm(llama.model)
     with pytest.raises(ModelError, match="tiny-llama has no mask token"):
         MaskedScorer(llama)
-    scorer = MaskedScorer(bert, variant="l2r", max_tokens=512, progress=False)
+    scorer = MaskedScorer(bert, masked_variant="l2r", max_tokens=512, progress=False)
     settings = scorer.settings()
     assert settings["word_correction"] == "none (masked LM)" and scorer.markers.family is None
     assert settings["tokenizer"]["special_tokens"] == {"before": ["[CLS]"], "after": ["[SEP]"]}
@@ -167,7 +167,7 @@ def test_settings_and_errors(bert):
     with pytest.raises(ModelError, match=r"^\('set', 'item-7', 'c'\): \d+ tokens .* 128 positions"):
         scorer.score([ScoreRequest(("set", "item-7", "c"), " ".join(["dogs"] * 130))])
     with pytest.raises(ModelError, match="unknown masked-LM scoring variant 'l2l'"):
-        MaskedScorer(bert, variant="l2l")
+        MaskedScorer(bert, masked_variant="l2l")
 
 
 def test_a_run_with_a_masked_lm(bert, tmp_path):
@@ -181,7 +181,7 @@ def test_a_run_with_a_masked_lm(bert, tmp_path):
     assert settings["masked_lm"]["variant"] == "l2r" and settings["word_correction"] == "none (masked LM)"
     assert result.manifest["invariance_check"]["max_abs_diff_bits"] < 1e-4
     assert np.allclose(result.words.surprisal, result.words.surprisal_raw)
-    direct = MaskedScorer(bert, variant="l2r", progress=False).score(
+    direct = MaskedScorer(bert, masked_variant="l2r", progress=False).score(
         [ScoreRequest(k, stim.items[0].conditions[k[2]].text) for k in [(stim.name, stim.items[0].id, c)
                                                                         for c in stim.conditions]])
     first = result.regions[result.regions.item == stim.items[0].id].groupby("condition").surprisal.sum()

@@ -10,7 +10,7 @@ import psyling
 from psyling.stimuli import Condition
 from psyling.measures import align, word_surprisals
 from psyling.measures.surprisal import LN2
-from psyling.models import ScoreRequest, Scorer, load_model
+from psyling.models import CausalScorer, ScoreRequest, load_model
 from references import minicons_sums_bits, wordsprobability_bits
 
 pytestmark = pytest.mark.slow
@@ -21,7 +21,7 @@ MODELS = {"smollm2-135m": "Ġ", "gemma3-270m": "▁"}
 @pytest.fixture(scope="module", params=list(MODELS))
 def real(request):
     lm = load_model(request.param)
-    return request.param, lm, Scorer(lm, batch_size=16, progress=False)
+    return request.param, lm, CausalScorer(lm, batch_size=16, progress=False)
 
 
 def test_at_least_fifty_varied_sentences():
@@ -55,11 +55,11 @@ def test_raw_sentence_sums_equal_minicons(real):
 def test_batch_size_and_padding_invariance(real):
     alias, lm, scorer = real
     requests = [ScoreRequest((i,), s) for i, s in enumerate(SENTENCES[:30])]
-    base = scorer.score(requests, batch_size=1)
+    base = scorer.with_options(batch_size=1).score(requests)
     worst = 0.0
     for batch_size in (7, 64):
         for side in ("left", "right"):
-            for a, b in zip(base, scorer.score(requests, batch_size=batch_size, padding_side=side)):
+            for a, b in zip(base, scorer.with_options(batch_size=batch_size, padding_side=side).score(requests)):
                 worst = max(worst, float(np.max(np.abs(a.logprob - b.logprob))),
                             float(np.max(np.abs(a.log_bow - b.log_bow))))
     assert worst / LN2 <= 1e-4, worst / LN2

@@ -9,7 +9,7 @@ from psyling.errors import AlignmentError, ModelError
 from psyling.stimuli import Condition
 from psyling.measures import align, word_surprisals
 from psyling.measures.surprisal import LN2
-from psyling.models import ScoreRequest, Scorer
+from psyling.models import CausalScorer, ScoreRequest
 from references import minicons_sums_bits, plain_token_bits, wordsprobability_bits
 
 SENTENCES = Path(__file__).with_name("data").joinpath("sentences.txt").read_text().splitlines()[:20]
@@ -17,7 +17,7 @@ SENTENCES = Path(__file__).with_name("data").joinpath("sentences.txt").read_text
 
 def words_bits(scorer, sentences, **kw):
     out = []
-    for sc in scorer.score([ScoreRequest((i,), s) for i, s in enumerate(sentences)], **kw):
+    for sc in scorer.with_options(**kw).score([ScoreRequest((i,), s) for i, s in enumerate(sentences)]):
         al = align(Condition("c", (sc.request.text,)), sc.offsets, ("sentence",), "test")
         out.append(word_surprisals(sc, al.token_word, len(al.words), scorer.markers, "test"))
     return out
@@ -26,7 +26,7 @@ def words_bits(scorer, sentences, **kw):
 @pytest.mark.parametrize("fixture,marker", [("bpe_llama", "Ġ"), ("sp_gpt2", "▁")])
 def test_words_equal_wordsprobability_except_first_word(request, fixture, marker):
     lm = request.getfixturevalue(fixture)
-    scorer = Scorer(lm, batch_size=7, progress=False)
+    scorer = CausalScorer(lm, batch_size=7, progress=False)
     assert scorer.markers.marker == marker
     ours = words_bits(scorer, SENTENCES)
     ref = wordsprobability_bits(lm.model, lm.tokenizer, SENTENCES, marker)
@@ -39,7 +39,7 @@ def test_words_equal_wordsprobability_except_first_word(request, fixture, marker
 
 @torch.no_grad()
 def test_first_word_uses_complement_of_word_initial_tokens(bpe_llama):
-    scorer = Scorer(bpe_llama, progress=False)
+    scorer = CausalScorer(bpe_llama, progress=False)
     sentence = "Dogs bark."
     sc = scorer.score([ScoreRequest((0,), sentence)])[0]
     ids = bpe_llama.tokenizer(sentence, add_special_tokens=False)["input_ids"]
@@ -60,7 +60,7 @@ def test_first_word_uses_complement_of_word_initial_tokens(bpe_llama):
 @pytest.mark.parametrize("fixture", ["bpe_llama", "sp_gpt2", "space_llama"])
 def test_raw_token_surprisal_equals_plain_loop_and_minicons(request, fixture):
     lm = request.getfixturevalue(fixture)
-    scorer = Scorer(lm, batch_size=5, progress=False)
+    scorer = CausalScorer(lm, batch_size=5, progress=False)
     scores = scorer.score([ScoreRequest((i,), s) for i, s in enumerate(SENTENCES)])
     for sc in scores:
         expected = plain_token_bits(lm.model, lm.tokenizer, sc.request.text, scorer.context_token_id)
@@ -73,12 +73,12 @@ def test_raw_token_surprisal_equals_plain_loop_and_minicons(request, fixture):
 @pytest.mark.parametrize("fixture", ["bpe_llama", "sp_gpt2", "space_llama"])
 def test_batch_size_and_padding_side_do_not_change_results(request, fixture):
     lm = request.getfixturevalue(fixture)
-    scorer = Scorer(lm, progress=False)
+    scorer = CausalScorer(lm, progress=False)
     requests = [ScoreRequest((i,), s) for i, s in enumerate(SENTENCES)]
-    base = scorer.score(requests, batch_size=1)
+    base = scorer.with_options(batch_size=1).score(requests)
     for batch_size in (7, 64):
         for side in ("left", "right"):
-            other = scorer.score(requests, batch_size=batch_size, padding_side=side)
+            other = scorer.with_options(batch_size=batch_size, padding_side=side).score(requests)
             for a, b in zip(base, other):
                 assert a.token_ids == b.token_ids
                 assert np.max(np.abs(a.logprob - b.logprob)) / LN2 <= 1e-4
@@ -87,7 +87,7 @@ def test_batch_size_and_padding_side_do_not_change_results(request, fixture):
 
 def test_word_surprisals_sum_over_a_sentence_telescopes(bpe_llama):
     """Corrected word surprisals add up to the raw sum plus the boundary terms at both ends."""
-    scorer = Scorer(bpe_llama, progress=False)
+    scorer = CausalScorer(bpe_llama, progress=False)
     sc = scorer.score([ScoreRequest((0,), SENTENCES[2])])[0]
     al = align(Condition("c", (sc.request.text,)), sc.offsets, ("s",), "t")
     corrected, raw = word_surprisals(sc, al.token_word, len(al.words), scorer.markers, "t")
@@ -97,7 +97,7 @@ def test_word_surprisals_sum_over_a_sentence_telescopes(bpe_llama):
 
 
 def test_whitespace_token_tokenizer_is_corrected_via_offsets(space_llama):
-    scorer = Scorer(space_llama, progress=False)
+    scorer = CausalScorer(space_llama, progress=False)
     assert scorer.markers.marker is None and scorer.markers.family == "whitespace tokens"
     (corrected, raw), = words_bits(scorer, ["The keys are here."])
     assert len(corrected) == 4 and not np.allclose(corrected, raw)
@@ -106,7 +106,7 @@ def test_whitespace_token_tokenizer_is_corrected_via_offsets(space_llama):
 
 
 def test_prefix_is_context_not_scored(bpe_llama):
-    scorer = Scorer(bpe_llama, progress=False)
+    scorer = CausalScorer(bpe_llama, progress=False)
     with_prefix, alone = scorer.score([ScoreRequest((0,), "the cabinet is here.", prefix="I saw the key."),
                                        ScoreRequest((1,), "the cabinet is here.")])
     assert bpe_llama.tokenizer.convert_ids_to_tokens(with_prefix.token_ids[0]) == "Ġthe"
@@ -116,16 +116,16 @@ def test_prefix_is_context_not_scored(bpe_llama):
 
 def test_context_token_default_and_override(bpe_llama):
     tok = bpe_llama.tokenizer
-    assert Scorer(bpe_llama, progress=False).context_token_id == tok.bos_token_id
-    assert Scorer(bpe_llama, context_token="eos", progress=False).context_token_id == tok.eos_token_id
-    assert Scorer(bpe_llama, context_token="<pad>", progress=False).context_token_id == tok.pad_token_id
-    assert Scorer(bpe_llama, context_token=5, progress=False).context_token_id == 5
+    assert CausalScorer(bpe_llama, progress=False).context_token_id == tok.bos_token_id
+    assert CausalScorer(bpe_llama, context_token="eos", progress=False).context_token_id == tok.eos_token_id
+    assert CausalScorer(bpe_llama, context_token="<pad>", progress=False).context_token_id == tok.pad_token_id
+    assert CausalScorer(bpe_llama, context_token=5, progress=False).context_token_id == 5
     with pytest.raises(ModelError, match="not in the vocabulary"):
-        Scorer(bpe_llama, context_token="<nonexistent>", progress=False)
+        CausalScorer(bpe_llama, context_token="<nonexistent>", progress=False)
 
 
 def test_input_longer_than_context_is_a_clear_error(sp_gpt2):
-    scorer = Scorer(sp_gpt2, progress=False)  # n_positions = 64
+    scorer = CausalScorer(sp_gpt2, progress=False)  # n_positions = 64
     with pytest.raises(ModelError, match=r"exceed the model's context of 64"):
         scorer.score([ScoreRequest(("set", "7", "a"), " ".join(["cabinet"] * 80))])
 
@@ -143,7 +143,7 @@ def test_words_spanning_attached_regions_split_at_their_tokens(bpe_llama):
 
     cond = Condition("c", ("As the man", "shot", ",", "the dog ran."), attached=frozenset({2}))
     assert cond.text == "As the man shot, the dog ran."
-    scorer = Scorer(bpe_llama, progress=False)
+    scorer = CausalScorer(bpe_llama, progress=False)
     sc = scorer.score([ScoreRequest((0,), cond.text)])[0]
     al = align(cond, sc.offsets, ("a", "verb", "comma", "rest"), "t")
     assert al.words[3] == "shot," and al.word_region[3] == 1

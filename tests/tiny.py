@@ -70,6 +70,17 @@ def tiny_gpt2(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LanguageMode
     return _lm(GPT2LMHeadModel(cfg), tokenizer, "tiny-gpt2")
 
 
+def tiny_neox(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LanguageModel:
+    """GPT-NeoX architecture (Pythia): parallel attention and MLP, rotary positions on part of each head."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, max_position_embeddings=128, rotary_pct=0.5,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    return _lm(GPTNeoXForCausalLM(cfg), tokenizer, "tiny-neox")
+
+
 def _lm(model, tokenizer, name: str) -> LanguageModel:
     model.eval()
     with torch.no_grad():  # sharpen the random model a little so that differences are visible

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import AlignmentError, ModelError
+from .forward import ForwardRunner, ModelInputs
 from .loading import LanguageModel
-from .scoring import ScoreRequest, TokenScores, joined_text, model_identity, text_span
+from .options import ScoringOptions
+from .scorer import Consumer, ScoreRequest, ScoreResult, ScoreStats, TokenScores, joined_text, model_identity, text_span
 from .store import Output, ScoreStore, through
 from .vocab import WordMarkers
 
@@ -32,6 +34,7 @@ VARIANTS = {"pll": "Salazar et al. (2020) pseudo-log-likelihood: each token mask
             "l2r": "Kauf & Ivanova (2023) PLL-word-l2r: the token and the rest of its word to the right masked "
                    "(minicons PLL_metric='within_word_l2r')"}
 CHUNK_PASSES = 8  # forward passes (at the token budget) per cached chunk of texts
+DEFAULT_MAX_TOKENS = 4096  # rows x length per forward pass
 
 
 @dataclass(frozen=True)
@@ -83,47 +86,55 @@ def _position_limit(lm: LanguageModel) -> Optional[int]:
 
 class MaskedScorer:
     """Scores texts with a masked LM as pseudo-log-likelihoods (nats per token); see the module docstring.
-    ``max_tokens`` bounds rows x length per forward pass; ``batch_size`` is only recorded (for the manifest)."""
+    ``options.max_tokens`` bounds rows x length per forward pass (default 4096); ``options.masked_variant``
+    chooses PLL or l2r. Conventions, activation capture and the logit lens are causal-LM settings: a one-line
+    error here. Keyword ``changes`` override fields of ``options``."""
 
-    def __init__(self, lm: LanguageModel, *, variant: str = "pll", max_tokens: int = 4096, progress: bool = True,
-                 batch_size: int = 32) -> None:
-        if variant not in VARIANTS:
-            raise ModelError(f"unknown masked-LM scoring variant {variant!r} (choose from {', '.join(VARIANTS)})")
-        if max_tokens < 1:
-            raise ModelError("max_tokens must be at least 1")
+    word_correction = False  # no word-boundary tokens
+    reuse_prefix = False
+    sites: list[str] = []
+    lens_layers: list[int] = []
+
+    def __init__(self, lm: LanguageModel, options: Optional[ScoringOptions] = None, *, progress: bool = True,
+                 **changes: Any) -> None:
+        self.options = replace(options or ScoringOptions(), **changes)
+        if self.options.capture is not None or self.options.lens_layers:
+            raise ModelError("activation capture and the logit lens need a causal LM")
+        if self.options.convention != "psyling":
+            raise ModelError("scoring conventions apply to causal LMs; a masked LM is scored by --masked-variant")
         tok = lm.tokenizer
         if tok.mask_token_id is None:
             raise ModelError(f"the tokenizer of {lm.info.get('id', 'the model')} has no mask token: "
                              "not a masked-LM tokenizer")
-        self.lm, self.variant, self.max_tokens, self.progress = lm, variant, max_tokens, progress
-        self.batch_size, self.padding_side = batch_size, "right"
+        self.lm, self.progress = lm, progress
+        self.variant = self.options.masked_variant
+        self.max_tokens = self.options.max_tokens or DEFAULT_MAX_TOKENS
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.mask_token_id
         n_logits = lm.info.get("vocab_size") or lm.model.get_output_embeddings().weight.shape[0]
         self.markers = WordMarkers(None, None, torch.zeros(n_logits, dtype=torch.bool), None)
         self.limit = _position_limit(lm)
+        self.runner = ForwardRunner(lm)
         probe = tok("a", add_special_tokens=True, return_special_tokens_mask=True)
         tokens, special = tok.convert_ids_to_tokens(probe["input_ids"]), probe["special_tokens_mask"]
         first = special.index(0)  # special tokens before the text, then after it
         self.special_tokens = {"before": tokens[:first],
                                "after": [t for t, m in zip(tokens[first:], special[first:]) if m]}
-        self.n_tokens = 0
-        self.n_computed = 0  # tokens run through the model: every masked copy in full
-        self.seconds = 0.0
 
-    word_correction = False  # no word-boundary tokens
-    reuse_prefix = False
-    oom_splits = 0
+    def with_options(self, **changes: Any) -> "MaskedScorer":
+        """This scorer with some options changed (e.g. ``max_tokens=1``)."""
+        return MaskedScorer(self.lm, replace(self.options, **changes), progress=self.progress)
 
-    @property
-    def n_sequence_tokens(self) -> int:
-        return self.n_computed
+    def reference(self) -> tuple["MaskedScorer", str]:
+        """Every masked copy in a forward pass of its own; and what this scorer's path is."""
+        return self.with_options(max_tokens=1), f"masked copies batched under {self.max_tokens} tokens"
 
     def settings(self) -> dict[str, Any]:
         """What the run manifest records about this scorer."""
         tok = self.lm.tokenizer
         return {"scorer": "masked", "variant": self.variant, "variant_description": VARIANTS[self.variant],
-                "max_tokens": self.max_tokens, "batch_size": self.batch_size, "padding_side": self.padding_side,
-                "context_token": None, "word_correction": "none (masked LM)",
+                "max_tokens": self.max_tokens, "batch_size": self.options.batch_size, "padding_side": "right",
+                "prefix_reuse": False, "context_token": None, "word_correction": "none (masked LM)",
+                "convention": None,
                 "tokenizer": {"class": type(tok).__name__, "family": None, "special_tokens": self.special_tokens,
                               "mask_token": {"id": tok.mask_token_id, "token": tok.mask_token},
                               "pad_id": self.pad_id}}
@@ -154,52 +165,55 @@ class MaskedScorer:
         """What, besides the tokens of a chunk, determines its numbers: the key of the score cache."""
         return {**model_identity(self.lm), "scorer": "masked", "variant": self.variant}
 
-    def score(self, requests: Iterable[ScoreRequest], *, progress: Optional[bool] = None, desc: str = "scoring",
-              consumer: Optional[Callable[[list[TokenScores]], None]] = None, max_tokens: Optional[int] = None,
-              store: Optional[ScoreStore] = None, **ignored: Any) -> list[TokenScores]:
-        """Score requests; returns results in request order. ``max_tokens`` overrides the scorer's bound on
-        rows x length per forward pass (1: every masked copy alone). Texts, longest first, are scored in
-        chunks of about CHUNK_PASSES forward passes; ``consumer`` receives each chunk's scores as soon as it is
-        done, and ``store`` caches (and, when reading, reuses) each chunk's results. Other keywords
-        (batch_size, padding_side) are accepted for compatibility with Scorer and ignored."""
-        requests = list(requests)
-        budget = max_tokens or self.max_tokens
+    def _encode_all(self, requests: list[ScoreRequest]) -> list[_Encoded]:
+        """Every request encoded; a sequence longer than the model's positions is an error naming it."""
         encoded = [self.encode(r) for r in requests]
         for req, enc in zip(requests, encoded):
             if self.limit and len(enc.ids) > self.limit:
                 raise ModelError(f"{req.key}: {len(enc.ids)} tokens (with special tokens) exceed the masked LM's "
                                  f"{self.limit} positions; shorten the stimulus or its prefix")
+        return encoded
+
+    def score(self, requests: Iterable[ScoreRequest], *, desc: str = "scoring", consumer: Optional[Consumer] = None,
+              store: Optional[ScoreStore] = None, progress: Optional[bool] = None) -> ScoreResult:
+        """Score requests; returns results in request order. Texts, longest first, are scored in chunks of about
+        CHUNK_PASSES forward passes; ``consumer`` receives each chunk's scores as soon as it is done, and
+        ``store`` caches (and, when reading, reuses) each chunk's results."""
+        requests = list(requests)
+        encoded = self._encode_all(requests)
         order = sorted(range(len(requests)), key=lambda i: -len(encoded[i].ids))
         results: list[Optional[TokenScores]] = [None] * len(requests)
+        stats = ScoreStats()
         show = self.progress if progress is None else progress
         started = time.perf_counter()
         with tqdm(total=sum(len(e.targets) for e in encoded), desc=desc, unit="copy", disable=not show) as bar:
-            for chunk in _chunks(order, encoded, budget * CHUNK_PASSES):
+            for chunk in _chunks(order, encoded, self.max_tokens * CHUNK_PASSES):
                 seqs = [encoded[i] for i in chunk]
-                outs, reused = through(store, lambda: _chunk_digest(seqs, budget),
-                                       lambda: self._score_chunk(seqs, budget, bar))
+                outs, reused = through(store, lambda: _chunk_digest(seqs, self.max_tokens),
+                                       lambda: self._score_chunk(seqs, bar, stats))
                 if reused:
                     bar.update(sum(len(seq.targets) for seq in seqs))
                 for i, out in zip(chunk, outs):
                     enc = encoded[i]
                     results[i] = TokenScores(requests[i], [enc.ids[p] for p in enc.targets], enc.offsets,
                                              out["logprob"], out["log_bow"], out["log_nonbow"])
-                    self.n_tokens += len(enc.targets)
+                    stats.n_tokens += len(enc.targets)
                 if consumer is not None:
                     consumer([results[i] for i in chunk])
-        self.seconds += time.perf_counter() - started
-        return results  # type: ignore[return-value]
+        stats.seconds = time.perf_counter() - started
+        stats.n_sequence_tokens = stats.n_computed
+        return ScoreResult(results, stats)  # type: ignore[arg-type]
 
-    def _score_chunk(self, seqs: list[_Encoded], budget: int, bar: tqdm) -> list[Output]:
-        """log P of every text token of the sequences (longest first), masked copies batched under ``budget``;
-        no word-boundary masses (NaN)."""
+    def _score_chunk(self, seqs: list[_Encoded], bar: tqdm, stats: ScoreStats) -> list[Output]:
+        """log P of every text token of the sequences (longest first), masked copies batched under
+        ``max_tokens``; no word-boundary masses (NaN)."""
         copies = [(i, k) for i, seq in enumerate(seqs) for k in range(len(seq.targets))]
         logprobs = [np.empty(len(seq.targets)) for seq in seqs]
         pos = 0
         while pos < len(copies):  # lengths fall along ``copies``: the first row of a batch is its widest
-            batch = copies[pos:pos + max(1, budget // len(seqs[copies[pos][0]].ids))]
+            batch = copies[pos:pos + max(1, self.max_tokens // len(seqs[copies[pos][0]].ids))]
             values = self._forward([seqs[i] for i, _ in batch], [k for _, k in batch])
-            self.n_computed += sum(len(seqs[i].ids) for i, _ in batch)
+            stats.n_computed += sum(len(seqs[i].ids) for i, _ in batch)
             for (i, k), value in zip(batch, values):
                 logprobs[i][k] = value
             bar.update(len(batch))
@@ -207,9 +221,9 @@ class MaskedScorer:
         return [{"logprob": lp, "log_bow": np.full(len(lp) + 1, np.nan), "log_nonbow": float("nan")}
                 for lp in logprobs]
 
-    @torch.no_grad()
     def _forward(self, seqs: list[_Encoded], copy_index: list[int]) -> np.ndarray:
-        """log P (nats) of the target token of each masked copy, from one forward pass over the copies."""
+        """log P (nats) of the target token of each masked copy, from one forward pass over the copies; the
+        output layer sees the masked positions only ([rows, vocab] logits, not [rows, width, vocab])."""
         width = max(len(s.ids) for s in seqs)
         input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -217,26 +231,10 @@ class MaskedScorer:
             input_ids[row, :len(seq.ids)] = torch.tensor(seq.ids)
             input_ids[row, seq.masks[k]] = self.lm.tokenizer.mask_token_id
             attention[row, :len(seq.ids)] = 1
-        positions = torch.tensor([seq.targets[k] for seq, k in zip(seqs, copy_index)], device=self.lm.device)
-        targets = torch.tensor([seq.ids[seq.targets[k]] for seq, k in zip(seqs, copy_index)],
-                               device=self.lm.device)
-        rows = torch.arange(len(seqs), device=self.lm.device)
-
-        def masked_only(module: torch.nn.Module, args: tuple) -> Optional[tuple]:
-            """Feed the output layer the masked positions only: logits of [rows, vocab], not [rows, width, vocab]."""
-            hidden = args[0]
-            return (hidden[rows, positions], *args[1:]) if hidden.dim() == 3 else None
-
-        head = self.lm.model.get_output_embeddings()
-        handle = head.register_forward_pre_hook(masked_only) if head is not None else None
-        try:
-            logits = self.lm.model(input_ids=input_ids.to(self.lm.device),
-                                   attention_mask=attention.to(self.lm.device)).logits
-        finally:
-            if handle is not None:
-                handle.remove()
-        if logits.dim() == 3:  # an output layer that the hook does not reach
-            logits = logits[rows, positions]
+        columns = [[row * width + p for p in range(len(seq.ids))] for row, seq in enumerate(seqs)]
+        read = torch.tensor([row * width + seq.targets[k] for row, (seq, k) in enumerate(zip(seqs, copy_index))])
+        targets = torch.tensor([seq.ids[seq.targets[k]] for seq, k in zip(seqs, copy_index)], device=self.lm.device)
+        logits = self.runner.run_inputs(ModelInputs(input_ids, attention, None, columns), read=read).logits
         # float64 over the masked positions only: a float32 log-softmax is biased by ~1e-5 nats per token
         lsm = torch.log_softmax(logits.double(), dim=-1)
-        return lsm[rows, targets].cpu().numpy()
+        return lsm[torch.arange(len(seqs), device=lsm.device), targets].cpu().numpy()

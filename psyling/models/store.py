@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..cache import cache_dir
+from ..fileio import atomic_write
 
 Output = dict[str, Any]  # logprob, log_bow, log_nonbow, activations {site: array}, lens {layer: (lp, lb, ln)}
 
@@ -41,7 +42,7 @@ class ScoreStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         info = self.folder / "info.json"
         if not info.exists():
-            _atomic(info, lambda p: p.write_text(json.dumps(fingerprint, indent=2, default=str)))
+            atomic_write(info, lambda p: p.write_text(json.dumps(fingerprint, indent=2, default=str)))
         self.read = read
         self.hits = self.writes = 0
 
@@ -62,7 +63,7 @@ class ScoreStore:
         return outs
 
     def put(self, digest: str, outs: list[Output]) -> None:
-        _atomic(self._path(digest), lambda p: _save_npz(p, _pack(outs)))
+        atomic_write(self._path(digest), lambda p: _save_npz(p, _pack(outs)))
         self.writes += 1
 
 
@@ -84,12 +85,6 @@ def through(store: Optional[ScoreStore], digest: Callable[[], str],
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _pack(outs: list[Output]) -> dict[str, np.ndarray]:
