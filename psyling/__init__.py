@@ -4,12 +4,12 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["RunResult", "analyze", "evaluate", "__version__", "run"]
+__all__ = ["RunConfig", "RunResult", "analyze", "evaluate", "__version__", "run"]
 
 
 def __getattr__(name: str) -> Any:
-    """``psyling.run`` / ``evaluate`` / ``analyze`` load torch only when first used."""
-    if name in ("RunResult", "evaluate", "run"):
+    """``psyling.run`` / ``evaluate`` / ``analyze`` / ``RunConfig`` load torch only when first used."""
+    if name in ("RunConfig", "RunResult", "evaluate", "run"):
         from . import api
         return getattr(api, name)
     if name == "analyze":

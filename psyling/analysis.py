@@ -7,24 +7,23 @@ fitted on a reading/ERP corpus scored by the same model; plots.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import pandas as pd
 
+from .config import RunConfig
 from .errors import PsylingError
-from .hashing import sha256_file
+from .fileio import write_csv, write_json, write_parquet
 from .models import LanguageModel
-from .report import write_csv, write_json, write_parquet
+from .runs import ANALYSIS, read_run, run_sets, sub_output
 from .stats.compare import accuracy_by, compare_models
 from .stats.human import Linking, compare_with_humans
 from .stats.mixed import condition_effects
-from .stimuli import ReadingCorpus, StimulusSet, load_natural_stories, load_stimuli, load_ucl
+from .stimuli import ReadingCorpus, StimulusSet, load_natural_stories, load_ucl
+from .stimuli.corpora import UCL_MEASURES
 from .stimuli.schema import WHOLE_SENTENCE
-
-RUN_FILES = ("manifest.json", "regions.parquet", "words.parquet", "predictions.parquet")
 
 
 @dataclass(frozen=True)
@@ -38,9 +37,7 @@ class LinkingCorpus:
 
 
 LINKING_CORPORA = {
-    "ucl": LinkingCorpus("devarda2023_ucl_cloze_n400", load_ucl, "UCL corpus",
-                         {"SPR": ("self_paced_reading_time", "ms"), "eye-tracking": ("RTfirstpass", "ms"),
-                          "ERP-N400": ("N400", "µV")}),
+    "ucl": LinkingCorpus("devarda2023_ucl_cloze_n400", load_ucl, "UCL corpus", dict(UCL_MEASURES)),
     "naturalstories": LinkingCorpus("naturalstories", load_natural_stories, "Natural Stories",
                                     {"SPR": ("meanItemRT", "ms")}),
 }
@@ -57,50 +54,6 @@ class AnalysisResult:
     out: Path
     plots: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
-    """The manifest and tables of a run directory; a clear error names what is missing or unreadable."""
-    if not run_dir.is_dir():
-        raise PsylingError(f"{run_dir}: not a directory (give the --out folder of a psyling run)")
-    missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
-    if missing:
-        raise PsylingError(f"{run_dir}: not a complete psyling run directory (missing {', '.join(missing)})")
-    try:
-        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-        tables = {name: pd.read_parquet(run_dir / f"{name}.parquet") for name in ("regions", "words", "predictions")}
-    except (OSError, ValueError) as exc:
-        raise PsylingError(f"{run_dir}: cannot read the run outputs ({exc})") from None
-    for name, column in (("regions", "surprisal"), ("words", "surprisal"), ("predictions", "passed")):
-        if column not in tables[name]:
-            raise PsylingError(f"{run_dir / (name + '.parquet')}: column {column!r} is missing")
-    return manifest, tables
-
-
-def run_sets(manifest: dict[str, Any], stimuli: Sequence[Union[str, Path]] = ()) -> tuple[list[StimulusSet], list[str]]:
-    """Reload the run's stimulus sets (from ``stimuli`` or the files its manifest lists), in run order."""
-    recorded = manifest.get("stimuli", {})
-    files = recorded.get("files", {})
-    # the files the sets were loaded from (a manifest's items CSV is read through its YAML)
-    sources = list(dict.fromkeys(s["source"] for s in recorded.get("sets", []) if s.get("source")))
-    paths = [Path(p) for p in stimuli] or [Path(p) for p in sources]
-    notes = []
-    absent = [p for p in paths if not p.exists()]
-    if absent:
-        raise PsylingError(f"stimulus file {absent[0]} (recorded in the run manifest) not found; "
-                           "give the stimuli with --stimuli")
-    if not stimuli:
-        changed = [p for p, digest in files.items() if Path(p).is_file() and sha256_file(Path(p)) != digest]
-        notes += [f"{p}: changed since the run (sha256 differs); analysing the current file" for p in changed]
-    loaded = load_stimuli(paths)
-    by_name = {s.name: s for s in loaded.sets}
-    names = [s["name"] for s in recorded.get("sets", [])]
-    limit = recorded.get("max_items")
-    sets = [replace(by_name[n], items=by_name[n].items[:limit]) if limit else by_name[n]
-            for n in names if n in by_name]
-    notes += [f"set {n}: scored in the run but not found in the stimulus files; skipped" for n in names
-              if n not in by_name]
-    return sets, notes + loaded.errors
 
 
 def _critical_table(stim: StimulusSet, regions: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -135,9 +88,10 @@ def mixed_tables(sets: list[StimulusSet], regions: pd.DataFrame) -> tuple[pd.Dat
 
 def corpus_linkings(manifest: dict[str, Any], corpus: str = "ucl", data_root: Optional[Path] = None,
                     progress: bool = True, model: Optional[LanguageModel] = None) -> dict[str, Linking]:
-    """Score a reading/ERP corpus (``LINKING_CORPORA``: the UCL corpus, or Natural Stories) with the run's model
-    (same settings; ``model`` overrides the one its manifest names) and fit its surprisal -> human measure
-    linking functions (current word and two spillover words, over length, log frequency and position)."""
+    """Score a reading/ERP corpus (``LINKING_CORPORA``: the UCL corpus, or Natural Stories) exactly as the run
+    scored its stimuli (its ``RunConfig``, rebuilt from the manifest, without capture or logit lens; ``model``, a
+    loaded model, replaces the one it names) and fit its surprisal -> human measure linking functions (current
+    word and two spillover words, over length, log frequency and position)."""
     from .api import run
     from .stats.regression import baseline_predictors, fit_linking
     from .stimuli.batteries import data_root as default_root
@@ -148,11 +102,8 @@ def corpus_linkings(manifest: dict[str, Any], corpus: str = "ucl", data_root: Op
         raise PsylingError(f"{spec.description} not found under {root / spec.folder}; give --data-root or use "
                            "--linking none")
     loaded = spec.loader(root)
-    settings = manifest.get("settings", {})
-    scored = run(model or manifest["model"]["id"], stimuli=[loaded.stimuli], progress=progress,
-                 dtype=settings.get("dtype", "float32"),
-                 context_token=(settings.get("context_token") or {}).get("id"),
-                 batch_size=settings.get("batch_size", 32))
+    config = RunConfig.from_manifest(manifest).for_rescoring()
+    scored = run(config, [loaded.stimuli], progress=progress, **({"model": model} if model is not None else {}))
     if scored.errors:
         raise PsylingError(f"{spec.description}: the run's model could not score it: {scored.errors[0]}")
     words = loaded.words.merge(scored.words[["item", "word_index", "surprisal"]], on=["item", "word_index"],
@@ -182,8 +133,6 @@ def analyze(run_dir: Union[str, Path], stimuli: Sequence[Union[str, Path]] = (),
     n_nan = int(regions["surprisal"].isna().sum())
     if n_nan:
         notes.append(f"{n_nan} region rows have no surprisal (NaN); items with them are left out of the effects")
-    out = run_dir / "analysis"
-    out.mkdir(exist_ok=True)
     meta = pd.DataFrame({"set": [s.name for s in sets], "phenomenon": [s.phenomenon for s in sets]})
     accuracy = accuracy_by(tables["predictions"], meta, by="phenomenon")
     mixed, mixed_notes = mixed_tables(sets, regions)
@@ -192,26 +141,36 @@ def analyze(run_dir: Union[str, Path], stimuli: Sequence[Union[str, Path]] = (),
     if linking != "none":
         linkings = corpus_linkings(manifest, linking, Path(data_root) if data_root else None, progress, model)
     comparison = compare_with_humans(sets, regions, tables["words"], linkings)
-    for name, table in (("comparison", comparison), ("mixed", mixed), ("accuracy_by_phenomenon", accuracy)):
-        write_parquet(out / f"{name}.parquet", table)
-    write_csv(out / "verdicts.csv", comparison[["set", "present", "direction", "verdict"]])
-    result = AnalysisResult(comparison, mixed, accuracy, linkings, out, notes=notes)
-    if plots:
-        from .report.plots import effects_plot, region_profile
-        (out / "plots").mkdir(exist_ok=True)
-        result.plots = [region_profile(s, regions, out / "plots" / f"profile_{s.name}.png") for s in sets]
-        result.plots.append(effects_plot(comparison, out / "plots" / "effects.png"))
-    write_json(out / "analysis.json", {"run": str(run_dir), "model": manifest.get("model", {}).get("id"),
-                       "linking": {m: {"unit": k.unit, "slopes": k.slopes, "source": k.source, **k.details}
-                                   for m, k in linkings.items()},
-                       "alpha": 0.05, "multiple_comparisons": "Benjamini-Hochberg across sets",
-                       "notes": notes})
+    result = AnalysisResult(comparison, mixed, accuracy, linkings, run_dir / ANALYSIS, notes=notes)
+    _write_analysis(result, manifest, sets, regions, plots)
     return result
+
+
+def _write_analysis(result: AnalysisResult, manifest: dict[str, Any], sets: list[StimulusSet],
+                    regions: pd.DataFrame, plots: bool) -> None:
+    """Write RUN_DIR/analysis in one step (``psyling.runs.sub_output``: no file of an earlier analysis stays);
+    ``result.plots`` get their final paths."""
+    with sub_output(result.out.parent, ANALYSIS) as out:
+        for name, table in (("comparison", result.comparison), ("mixed", result.mixed),
+                            ("accuracy_by_phenomenon", result.accuracy)):
+            write_parquet(out / f"{name}.parquet", table)
+        write_csv(out / "verdicts.csv", result.comparison[["set", "present", "direction", "verdict"]])
+        if plots:
+            from .report.plots import effects_plot, region_profile
+            (out / "plots").mkdir()
+            written = [region_profile(s, regions, out / "plots" / f"profile_{s.name}.png") for s in sets]
+            written.append(effects_plot(result.comparison, out / "plots" / "effects.png"))
+            result.plots = [result.out / Path(p).relative_to(out) for p in written]
+        write_json(out / "analysis.json", {
+            "run": str(result.out.parent), "model": manifest.get("model", {}).get("id"),
+            "linking": {m: {"unit": k.unit, "slopes": k.slopes, "source": k.source, **k.details}
+                        for m, k in result.linkings.items()},
+            "alpha": 0.05, "multiple_comparisons": "Benjamini-Hochberg across sets", "notes": result.notes})
 
 
 def compare_runs(run_a: Union[str, Path], run_b: Union[str, Path], n_boot: int = 10000,
                  seed: int = 0) -> pd.DataFrame:
     """Two runs on the same stimuli (e.g. two models), per set: accuracies, the paired-bootstrap CI of their
     difference, McNemar's test over items and Benjamini-Hochberg q across sets."""
-    (_, a), (_, b) = read_run(Path(run_a)), read_run(Path(run_b))
+    (_, a), (_, b) = read_run(run_a), read_run(run_b)
     return compare_models(a["predictions"], b["predictions"], n_boot=n_boot, seed=seed)

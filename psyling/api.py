@@ -1,35 +1,38 @@
-"""The Python API: ``psyling.run(...)`` scores stimulus sets with a model and returns the tidy tables."""
+"""The Python API: ``psyling.run`` scores stimulus sets with a model under one ``RunConfig`` and returns the tidy
+tables (and writes the run directory, ``psyling.runs``, when given ``out``); ``psyling.evaluate`` evaluates the
+predictions of stimulus sets on a surprisal table computed elsewhere."""
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import platform
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-import numpy as np
 import pandas as pd
 
 from . import __version__
+from .config import RunConfig
 from .errors import PsylingError
 from .hashing import sha256_file
-from .measures import REGION_COLUMNS, TOKEN_COLUMNS, WORD_COLUMNS, surprisal_tables
-from .measures.imported import imported_regions, read_table
 from .interp.activations import ActivationWriter
 from .interp.lens import emergence, lens_tables
+from .measures import REGION_COLUMNS, TOKEN_COLUMNS, WORD_COLUMNS, surprisal_tables
 from .measures.alignment import align
-from .models import DEFAULT_MODEL, CaptureSpec, LanguageModel, ScoreRequest, Scorer, load_model
-from .models.capture import n_layers
-from .models.masked import MaskedScorer, is_masked_lm
+from .measures.imported import imported_regions, read_table
+from .models import (DEFAULT_MODEL, LanguageModel, ModelSpec, Scorer, ScoreRequest, ScoreStats, invariance_check,
+                     load_model, make_scorer)
 from .models.store import ScoreStore
-from .report import write_parquet, write_run, write_tables
+from .runs import RunWriter, write_run
 from .stats import PREDICTION_COLUMNS, evaluate_predictions, summarise
 from .stimuli import LoadedStimuli, StimulusSet, battery_files, load_stimuli
 
-MEASURES = ("surprisal", "surprisal_raw")
-INVARIANCE_SAMPLE = 8
+__all__ = ["RunConfig", "RunResult", "evaluate", "gather_stimuli", "load", "model_spec", "run", "set_requests"]
+COLUMNS = {"tokens": TOKEN_COLUMNS, "words": WORD_COLUMNS, "regions": REGION_COLUMNS,
+           "predictions": PREDICTION_COLUMNS}
+Stimuli = Sequence[Union[str, Path, StimulusSet]]
 
 
 @dataclass
@@ -44,14 +47,37 @@ class RunResult:
     errors: list[str] = field(default_factory=list)
     lens: dict[str, pd.DataFrame] = field(default_factory=dict)  # lens_regions, lens_predictions, lens_emergence
 
-    def save(self, out: Union[str, Path]) -> Path:
-        """Write the run directory (manifest, tokens, words, regions, predictions, summary; lens tables)."""
-        out = Path(out)
-        write_run(out, self.manifest, {"tokens": self.tokens, "words": self.words, "regions": self.regions,
-                                       "predictions": self.predictions}, self.summary)
-        for name, table in self.lens.items():
-            write_parquet(out / f"{name}.parquet", table)
-        return out
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The run's parquet tables by name: tokens, words, regions, predictions and the lens tables."""
+        return {"tokens": self.tokens, "words": self.words, "regions": self.regions,
+                "predictions": self.predictions, **self.lens}
+
+    def save(self, out: Union[str, Path], *, replace: bool = False) -> Path:
+        """Write the run directory (``psyling.runs``: atomically; ``replace`` replaces a run already there)."""
+        return write_run(out, self.manifest, self.tables(), self.summary, replace=replace)
+
+
+@dataclass
+class _Scored:
+    """What scoring the sets gave: table parts by name, the sets scored, errors, invariance check, statistics."""
+    parts: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
+    sets: list[StimulusSet] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    invariance: Optional[dict[str, Any]] = None
+    stats: ScoreStats = field(default_factory=ScoreStats)
+
+    def add(self, stim: StimulusSet, tables: dict[str, pd.DataFrame]) -> None:
+        for name, table in tables.items():
+            self.parts.setdefault(name, []).append(table)
+        self.sets.append(stim)
+
+    def tables(self) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+        """The run tables (empty with their columns when nothing was scored) and the lens tables."""
+        joined = {k: pd.concat(v, ignore_index=True) for k, v in self.parts.items()}
+        tables = {k: joined.pop(k, pd.DataFrame(columns=columns)) for k, columns in COLUMNS.items()}
+        if joined:
+            joined["lens_emergence"] = emergence(joined["lens_predictions"])
+        return tables, joined
 
 
 def set_requests(stim: StimulusSet) -> list[ScoreRequest]:
@@ -60,46 +86,7 @@ def set_requests(stim: StimulusSet) -> list[ScoreRequest]:
             for item in stim.items for c in stim.conditions]
 
 
-def _pooler(stim: StimulusSet, writer: ActivationWriter):
-    """A scoring consumer that pools each request's token activations by its words or regions."""
-    items = {item.id: item for item in stim.items}
-
-    def consume(batch: list) -> None:
-        for scored in batch:
-            _, item_id, cname = scored.request.key
-            cond = items[item_id].conditions[cname]
-            where = f"set={stim.name} item={item_id} condition={cname}"
-            alignment = align(cond, scored.offsets, stim.regions, where, stim.segmentation)
-            writer.add(scored.request.key, scored.activations, alignment, cond.regions)
-    return consume
-
-
-def _invariance(scorer: Scorer, requests: list[ScoreRequest], reference: dict) -> dict[str, Any]:
-    """Re-score a sample one at a time and report the largest token-level difference in bits. The sample is the
-    shortest sequences of the first scored set: the most padded in their batches, and cheap for long texts."""
-    sample = sorted(requests, key=lambda r: len(r.prefix) + len(r.text))[:INVARIANCE_SAMPLE]
-    counters = scorer.n_tokens, scorer.n_computed, scorer.seconds
-    if isinstance(scorer, MaskedScorer):
-        alone = scorer.score(sample, max_tokens=1, progress=False)
-        run_path = f"masked copies batched under {scorer.max_tokens} tokens"
-    else:
-        sequence_tokens = scorer.n_sequence_tokens
-        alone = scorer.score(sample, batch_size=1, reuse_prefix=False, progress=False)
-        scorer.n_sequence_tokens = sequence_tokens
-        run_path = "prefix reuse (packed rows)" if scorer.reuse_prefix else f"batch size {scorer.batch_size}"
-    scorer.n_tokens, scorer.n_computed, scorer.seconds = counters  # the check is not the run's work
-    diff, logprob = 0.0, float("nan")  # the largest difference, and the log-probability of its token
-    for a in alone:
-        gaps = np.abs(a.logprob - reference[a.request.key].logprob)
-        if np.isfinite(gaps).any() and np.nanmax(gaps) > diff:
-            diff, logprob = float(np.nanmax(gaps)), float(a.logprob[np.nanargmax(gaps)])
-    return {"n_sequences": len(sample), "compared": f"{run_path} vs one sequence at a time",
-            "max_abs_diff_bits": diff / math.log(2), "at_token_logprob_nats": logprob,
-            "passed": diff / math.log(2) <= 1e-4}
-
-
-def gather_stimuli(stimuli: Sequence[Union[str, Path, StimulusSet]], battery: Optional[str],
-                   detokenize: bool = False) -> LoadedStimuli:
+def gather_stimuli(stimuli: Stimuli, battery: Optional[str], detokenize: bool = False) -> LoadedStimuli:
     """Stimulus paths (or already built sets) plus a battery's files, loaded; at least one set must load."""
     built = [s for s in stimuli if isinstance(s, StimulusSet)]
     paths = [Path(p) for p in stimuli if not isinstance(p, StimulusSet)]
@@ -113,6 +100,90 @@ def gather_stimuli(stimuli: Sequence[Union[str, Path, StimulusSet]], battery: Op
     return loaded
 
 
+def model_spec(lm: LanguageModel) -> ModelSpec:
+    """What a loaded model was loaded as (from what the loader recorded about it)."""
+    info = lm.info
+    return ModelSpec(str(info.get("id", "in-memory model")), info.get("revision"), info.get("dtype", "float32"),
+                     str(lm.device), bool(info.get("trust_remote_code", False)))
+
+
+def load(spec: ModelSpec) -> LanguageModel:
+    """Load the model a ``ModelSpec`` names, with its loading settings."""
+    return load_model(spec.name, dtype=spec.dtype, device=spec.device, trust_remote_code=spec.trust_remote_code,
+                      revision=spec.revision)
+
+
+def _configure(config: Union[RunConfig, ModelSpec, str, LanguageModel], stimuli: Stimuli, battery: Optional[str],
+               settings: dict[str, Any]) -> tuple[RunConfig, Optional[LanguageModel], list[StimulusSet]]:
+    """The run's config (``config`` or one built from a model, then ``stimuli``, ``battery`` and keyword
+    settings applied), the already loaded model if one was given (as ``config`` or ``model=``), and the
+    stimulus sets given as objects."""
+    lm = config if isinstance(config, LanguageModel) else None
+    if isinstance(settings.get("model"), LanguageModel):
+        lm = settings.pop("model")
+    base = config if isinstance(config, RunConfig) else RunConfig.build(DEFAULT_MODEL if lm is config else config)
+    paths = tuple(str(p) for p in stimuli if not isinstance(p, StimulusSet))
+    changes = {**settings, **({"stimuli": paths} if paths else {}), **({"battery": battery} if battery else {})}
+    if lm is not None:
+        changes["model"] = model_spec(lm)
+    return base.with_settings(**changes), lm, [s for s in stimuli if isinstance(s, StimulusSet)]
+
+
+def _load_sets(config: RunConfig, built: list[StimulusSet]) -> LoadedStimuli:
+    """The run's stimulus sets (objects given, then files and battery), each cut to ``max_items``."""
+    loaded = gather_stimuli([*built, *config.stimuli], config.battery, config.detokenize)
+    if config.max_items is not None:
+        loaded.sets = [replace(s, items=s.items[:config.max_items]) for s in loaded.sets]
+    return loaded
+
+
+def _pooler(stim: StimulusSet, writer: ActivationWriter):
+    """A scoring consumer that stores each request's token activations, pooled by its words or regions (or
+    per token)."""
+    items = {item.id: item for item in stim.items}
+
+    def consume(batch: list) -> None:
+        for scored in batch:
+            _, item_id, cname = scored.request.key
+            cond = items[item_id].conditions[cname]
+            where = f"set={stim.name} item={item_id} condition={cname}"
+            alignment = align(cond, scored.offsets, stim.regions, where, stim.segmentation)
+            writer.add(scored.request.key, scored.activations, alignment, cond.regions,
+                       [cond.text[start:end] for start, end in scored.offsets])
+    return consume
+
+
+def _score_set(stim: StimulusSet, scorer: Scorer, store: Optional[ScoreStore], writer: Optional[ActivationWriter],
+               measure: str, scored: _Scored) -> None:
+    """Score one set and add its tables to ``scored``; the first set scored also gives the invariance check."""
+    requests = set_requests(stim)
+    result = scorer.score(requests, desc=stim.name, consumer=_pooler(stim, writer) if writer else None, store=store)
+    scored.stats += result.stats
+    scores = {s.request.key: s for s in result}
+    tokenizer = scorer.lm.tokenizer
+    tokens, words, regions = surprisal_tables(stim, scores, scorer.markers, tokenizer, scorer.word_correction)
+    tables = {"tokens": tokens, "words": words, "regions": regions,
+              "predictions": evaluate_predictions(stim, regions, measure)}
+    if scorer.lens_layers:
+        tables["lens_regions"], tables["lens_predictions"] = lens_tables(
+            stim, scores, scorer.markers, tokenizer, scorer.lens_layers, measure, scorer.word_correction)
+    if scored.invariance is None:
+        scored.invariance = invariance_check(scorer, requests, scores)
+    scored.add(stim, tables)
+
+
+def _score_sets(loaded: LoadedStimuli, scorer: Scorer, store: Optional[ScoreStore],
+                writer: Optional[ActivationWriter], measure: str) -> _Scored:
+    """Score every set; a set that fails (e.g. cannot be aligned) is reported in ``errors``, the others go on."""
+    scored = _Scored(errors=list(loaded.errors))
+    for stim in loaded.sets:
+        try:
+            _score_set(stim, scorer, store, writer, measure, scored)
+        except PsylingError as exc:
+            scored.errors.append(f"{stim.source}: {exc}")
+    return scored
+
+
 def _environment() -> dict[str, str]:
     import torch
     import transformers
@@ -120,154 +191,108 @@ def _environment() -> dict[str, str]:
             "transformers": transformers.__version__, "platform": platform.platform()}
 
 
-def run(model: Union[str, LanguageModel] = DEFAULT_MODEL,
-        stimuli: Sequence[Union[str, Path, StimulusSet]] = (),
-        battery: Optional[str] = None, out: Union[str, Path, None] = None, *, batch_size: int = 32,
-        device: str = "cpu", dtype: str = "float32", context_token: Union[str, int, None] = None,
-        padding_side: str = "right", measure: str = "surprisal", trust_remote_code: bool = False,
-        revision: Optional[str] = None, progress: bool = True, max_items: Optional[int] = None,
-        detokenize: bool = False, activations: Optional[CaptureSpec] = None, pool: str = "word",
-        pool_method: str = "mean", lens_layers: Union[Sequence[int], str, None] = None,
-        max_tokens: Optional[int] = None, reuse_prefix: Optional[bool] = None, convention: str = "psyling",
-        cache: bool = True, resume: bool = False, masked_variant: str = "pll") -> RunResult:
-    """Score stimulus files and/or a battery with a model; write the run directory when ``out`` is given.
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
-    A stimulus file that fails to load, or a set that cannot be aligned, is reported in ``errors`` and the
-    other sets are still scored. ``max_items`` keeps only the first N items of each set (quick checks; the
-    manifest records it). ``detokenize`` attaches the SyntaxGym 2020 suites' free-standing " ." and " ," to
-    the preceding word. ``activations`` captures the listed sites (e.g. residual stream per layer) in the same
-    forward pass, pooled per ``pool`` unit (word or region) with ``pool_method`` (mean, first, last token), and
-    streams them to ``out/activations`` (see ``psyling.interp.load_activations``). ``lens_layers`` adds the
-    logit lens: region surprisal and predictions read out at those layers ("all": every layer), and where each
-    prediction emerges. ``max_tokens`` caps tokens per forward batch (default from the vocabulary size);
-    ``reuse_prefix`` computes shared prefixes once (None: on, except for the lm-eval and minicons conventions,
-    which reproduce those tools' padded sums); ``convention`` scores as another tool does (psyling,
-    lm-eval, minicons, syntaxgym). Each batch's results go to the score cache (``cache``); ``resume`` reuses
-    the batches a previous identical run finished (e.g. one that was killed). A masked LM (BERT, RoBERTa) is
-    scored by pseudo-log-likelihood, ``masked_variant`` "pll" or "l2r" (``psyling.models.masked``)."""
-    started = time.perf_counter()
-    if activations is not None and out is None:
-        raise PsylingError("capturing activations needs an output folder (out=...)")
-    if measure not in MEASURES:
-        raise PsylingError(f"unknown prediction measure {measure!r} (choose from {', '.join(MEASURES)})")
-    loaded = gather_stimuli(stimuli, battery, detokenize)
-    if max_items is not None:
-        if max_items < 1:
-            raise PsylingError("max_items must be at least 1")
-        loaded.sets = [replace(s, items=s.items[:max_items]) for s in loaded.sets]
-    t0 = time.perf_counter()
-    lm = model if isinstance(model, LanguageModel) else load_model(
-        model, dtype=dtype, device=device, trust_remote_code=trust_remote_code, revision=revision)
-    load_seconds = time.perf_counter() - t0
-    if lens_layers == "all":
-        lens_layers = list(range(n_layers(lm.model) + 1))
-    if is_masked_lm(lm.model):
-        if activations is not None or lens_layers:
-            raise PsylingError("activation capture and the logit lens need a causal LM")
-        if convention != "psyling":
-            raise PsylingError("scoring conventions apply to causal LMs; a masked LM is scored by --masked-variant")
-        scorer = MaskedScorer(lm, variant=masked_variant, max_tokens=max_tokens or 4096, progress=progress,
-                              batch_size=batch_size)
-    else:
-        scorer = Scorer(lm, context_token=context_token, batch_size=batch_size, padding_side=padding_side,
-                        progress=progress, capture=activations, lens_layers=lens_layers, max_tokens=max_tokens,
-                        reuse_prefix=reuse_prefix, convention=convention)
-    store = ScoreStore(scorer.fingerprint(), read=resume) if cache or resume else None
-    writer = ActivationWriter(Path(out) / "activations", scorer.sites, pool, pool_method,
-                              activations.dtype) if activations else None
-    errors = list(loaded.errors)
-    parts: dict[str, list[pd.DataFrame]] = {"tokens": [], "words": [], "regions": [], "predictions": [],
-                                            "lens_regions": [], "lens_predictions": []}
-    scored_sets: list[StimulusSet] = []
-    invariance = None
-    for stim in loaded.sets:
-        try:
-            requests = set_requests(stim)
-            consumer = _pooler(stim, writer) if writer else None
-            scores = {s.request.key: s for s in scorer.score(requests, desc=stim.name, consumer=consumer,
-                                                             store=store)}
-            tokens, words, regions = surprisal_tables(stim, scores, scorer.markers, lm.tokenizer,
-                                                      scorer.word_correction)
-        except PsylingError as exc:
-            errors.append(f"{stim.source}: {exc}")
-            continue
-        if invariance is None:
-            invariance = _invariance(scorer, requests, scores)
-        parts["tokens"].append(tokens)
-        parts["words"].append(words)
-        parts["regions"].append(regions)
-        parts["predictions"].append(evaluate_predictions(stim, regions, measure))
-        if lens_layers:
-            lens_regions, lens_predictions = lens_tables(stim, scores, scorer.markers, lm.tokenizer,
-                                                         scorer.lens_layers, measure, scorer.word_correction)
-            parts["lens_regions"].append(lens_regions)
-            parts["lens_predictions"].append(lens_predictions)
-        scored_sets.append(stim)
-    columns = {"tokens": TOKEN_COLUMNS, "words": WORD_COLUMNS, "regions": REGION_COLUMNS,
-               "predictions": PREDICTION_COLUMNS}
-    lens_parts = {k: parts.pop(k) for k in ("lens_regions", "lens_predictions")}
-    lens = {k: pd.concat(v, ignore_index=True) for k, v in lens_parts.items() if v}
-    if lens:
-        lens["lens_emergence"] = emergence(lens["lens_predictions"])
-    tables = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame(columns=columns[k])
-              for k, v in parts.items()}
-    summary = summarise(tables["predictions"], scored_sets)
-    settings = scorer.settings()
+
+def _settings_entry(config: RunConfig, scorer: Scorer, store: Optional[ScoreStore], stats: ScoreStats) -> dict:
+    """The manifest's "settings": what the scorer resolved (max tokens, context token, prefix reuse ...)."""
+    settings, lm = scorer.settings(), scorer.lm
+    computed, without = stats.n_computed, stats.n_sequence_tokens
+    return {
+        "batch_size": config.scoring.batch_size, "max_tokens": scorer.max_tokens,
+        "padding_side": config.scoring.padding_side, "dtype": lm.info.get("dtype", config.model.dtype),
+        "device": str(lm.device), "units": {"surprisal": "bits", "logprob": "nats"},
+        "convention": settings.get("convention"),
+        "masked_lm": {k: settings[k] for k in ("variant", "variant_description")} if "variant" in settings else None,
+        "word_correction": settings["word_correction"],
+        "prefix_reuse": {"enabled": scorer.reuse_prefix, "tokens_computed": computed, "tokens_without_reuse": without,
+                         "saved_fraction": round(1 - computed / without, 4) if without else None},
+        "out_of_memory_splits": stats.oom_splits,
+        "cache": {"folder": str(store.folder), "resume": config.resume, "batches_reused": store.hits,
+                  "batches_written": store.writes} if store else None,
+        "words": "whitespace-delimited; punctuation stays attached",
+        "prediction_measure": config.measure, "context_token": settings["context_token"],
+        "syntaxgym_detokenize": config.detokenize,
+    }
+
+
+def _manifest(config: RunConfig, scorer: Scorer, store: Optional[ScoreStore], loaded: LoadedStimuli,
+              scored: _Scored, seconds: dict[str, float]) -> dict[str, Any]:
+    """The run's manifest.json (its keys are a contract: README's run-directory table), with the config."""
+    settings, stats = scorer.settings(), scored.stats
     manifest = {
-        "psyling_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": lm.info,
+        "psyling_version": __version__, "created": _now(), "model": scorer.lm.info,
         "tokenizer": {**settings["tokenizer"], "context_token": settings["context_token"]},
-        "settings": {
-            "batch_size": batch_size, "max_tokens": scorer.max_tokens, "padding_side": padding_side,
-            "dtype": lm.info.get("dtype", dtype), "device": str(lm.device),
-            "units": {"surprisal": "bits", "logprob": "nats"},
-            "convention": settings.get("convention"),
-            "masked_lm": {k: settings[k] for k in ("variant", "variant_description")} if "variant" in settings
-            else None,
-            "word_correction": settings["word_correction"],
-            "prefix_reuse": {"enabled": scorer.reuse_prefix, "tokens_computed": scorer.n_computed,
-                             "tokens_without_reuse": scorer.n_sequence_tokens,
-                             "saved_fraction": round(1 - scorer.n_computed / scorer.n_sequence_tokens, 4)
-                             if scorer.n_sequence_tokens else None},
-            "out_of_memory_splits": scorer.oom_splits,
-            "cache": {"folder": str(store.folder), "resume": resume, "batches_reused": store.hits,
-                      "batches_written": store.writes} if store else None,
-            "words": "whitespace-delimited; punctuation stays attached",
-            "prediction_measure": measure, "context_token": settings["context_token"],
-            "syntaxgym_detokenize": detokenize,
-        },
-        "stimuli": {"battery": battery, "files": loaded.files,
-                    "paths": [str(p) for p in stimuli if not isinstance(p, StimulusSet)],
-                    "max_items": max_items,
+        "settings": _settings_entry(config, scorer, store, stats),
+        "stimuli": {"battery": config.battery, "files": loaded.files, "paths": list(config.stimuli),
+                    "max_items": config.max_items,
                     "sets": [{"name": s.name, "source": s.source, "n_items": len(s.items),
                               "conditions": list(s.conditions), "segmentation": s.segmentation}
-                             for s in scored_sets],
-                    "errors": errors},
-        "timings": {"load_model_s": round(load_seconds, 3), "scoring_s": round(scorer.seconds, 3),
-                    "tokens_scored": scorer.n_tokens,
-                    "tokens_per_s": round(scorer.n_tokens / scorer.seconds, 1) if scorer.seconds else None,
-                    "total_s": round(time.perf_counter() - started, 3)},
-        "invariance_check": invariance,
-        "environment": _environment(),
+                             for s in scored.sets],
+                    "errors": scored.errors},
+        "timings": {"load_model_s": round(seconds["load"], 3), "scoring_s": round(stats.seconds, 3),
+                    "tokens_scored": stats.n_tokens,
+                    "tokens_per_s": round(stats.n_tokens / stats.seconds, 1) if stats.seconds else None,
+                    "total_s": round(time.perf_counter() - seconds["started"], 3)},
+        "invariance_check": scored.invariance, "environment": _environment(), "config": config.to_dict(),
     }
-    if writer is not None:
-        manifest["activations"] = {"sites": scorer.sites, "pool": pool, "method": pool_method,
-                                   "dtype": activations.dtype, "folder": "activations"}
-        writer.close(manifest["activations"])
-    if lens_layers:
+    if scorer.lens_layers:
         manifest["lens"] = {"layers": scorer.lens_layers, "read_out": "final norm + unembedding of resid.LAYER"}
-    result = RunResult(**tables, summary=summary, manifest=manifest, errors=errors, lens=lens)
-    if out is not None:
-        result.save(out)
+    return manifest
+
+
+def _activation_writer(config: RunConfig, scorer: Scorer, out: Optional[RunWriter]) -> Optional[ActivationWriter]:
+    """Where captured activations stream to while scoring: the staging folder of the run directory."""
+    capture = config.scoring.capture
+    if capture is None:
+        return None
+    return ActivationWriter(out.activations, scorer.sites, config.pool, config.pool_method, capture.dtype)
+
+
+def run(config: Union[RunConfig, ModelSpec, str, LanguageModel] = DEFAULT_MODEL, stimuli: Stimuli = (),
+        battery: Optional[str] = None, out: Union[str, Path, None] = None, *, replace: bool = False,
+        progress: bool = True, **settings: Any) -> RunResult:
+    """Score stimulus sets with a model under a ``RunConfig``; write the run directory when ``out`` is given.
+
+    ``config`` is a RunConfig, or a model (alias, folder, .gguf, hub id, ``ModelSpec`` or a loaded
+    ``LanguageModel``) with keyword ``settings`` as ``RunConfig.build`` takes them (batch_size, dtype,
+    convention, max_tokens, activations, lens_layers, measure, max_items, resume ...); ``stimuli`` (paths or
+    StimulusSet objects), ``battery`` and ``settings`` also override a RunConfig's (``model=`` a loaded model
+    scores with it). A file that fails to load, or a set that cannot be aligned, is reported in ``errors`` and
+    the other sets are still scored. ``out`` is checked (writable, not a file, empty unless ``replace``) and
+    locked before the model loads; the run (captured activations included) appears there complete, or not at
+    all (``psyling.runs``). A masked LM (BERT, RoBERTa) is scored by pseudo-log-likelihood."""
+    started = time.perf_counter()
+    config, lm, built = _configure(config, stimuli, battery, settings)
+    if config.scoring.capture is not None and out is None:
+        raise PsylingError("capturing activations needs an output folder (out=...)")
+    loaded = _load_sets(config, built)
+    with RunWriter(out, replace=replace) if out is not None else nullcontext() as writer:
+        t0 = time.perf_counter()
+        lm = lm if lm is not None else load(config.model)
+        seconds = {"started": started, "load": time.perf_counter() - t0}
+        scorer = make_scorer(lm, config.scoring, progress)
+        store = ScoreStore(scorer.fingerprint(), read=config.resume) if config.cache or config.resume else None
+        activations = _activation_writer(config, scorer, writer)
+        scored = _score_sets(loaded, scorer, store, activations, config.measure)
+        tables, lens = scored.tables()
+        manifest = _manifest(config, scorer, store, loaded, scored, seconds)
+        if activations is not None:
+            manifest["activations"] = {**activations.spec, "folder": "activations"}
+            activations.close(manifest["activations"])
+        result = RunResult(**tables, summary=summarise(tables["predictions"], scored.sets), manifest=manifest,
+                           errors=scored.errors, lens=lens)
+        if writer is not None:
+            writer.commit(manifest, result.tables(), result.summary)
     return result
 
 
 def evaluate(surprisal: Union[str, Path], stimuli: Sequence[Union[str, Path]] = (), battery: Optional[str] = None,
-             out: Union[str, Path, None] = None, *, units: str = "bits") -> RunResult:
+             out: Union[str, Path, None] = None, *, units: str = "bits", replace: bool = False) -> RunResult:
     """Evaluate the predictions of stimulus sets on a surprisal table computed elsewhere ("bring your own
     surprisal"); token- or word-level values are summed per region. Writes regions, predictions, summary
-    and a manifest when ``out`` is given."""
+    and a manifest when ``out`` is given (``replace``: replace a run already there)."""
     loaded = gather_stimuli(stimuli, battery)
     table = read_table(Path(surprisal))
     errors, regions, predictions, scored = list(loaded.errors), [], [], []
@@ -285,14 +310,12 @@ def evaluate(surprisal: Union[str, Path], stimuli: Sequence[Union[str, Path]] = 
     tables = {"regions": pd.concat(regions, ignore_index=True),
               "predictions": pd.concat(predictions, ignore_index=True)}
     summary = summarise(tables["predictions"], scored)
-    manifest = {"psyling_version": __version__,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    manifest = {"psyling_version": __version__, "created": _now(),
                 "surprisal_table": {"path": str(surprisal), "sha256": sha256_file(Path(surprisal)), "units": units,
                                     "note": "region values are sums of the table's values; no word correction"},
                 "stimuli": {"battery": battery, "files": loaded.files, "errors": errors,
                             "sets": [{"name": s.name, "n_items": len(s.items)} for s in scored]}}
-    empty = {"tokens": pd.DataFrame(columns=TOKEN_COLUMNS), "words": pd.DataFrame(columns=WORD_COLUMNS)}
-    result = RunResult(**empty, **tables, summary=summary, manifest=manifest, errors=errors)
     if out is not None:
-        write_tables(Path(out), manifest, tables, summary)
-    return result
+        write_run(out, manifest, tables, summary, replace=replace)
+    empty = {"tokens": pd.DataFrame(columns=TOKEN_COLUMNS), "words": pd.DataFrame(columns=WORD_COLUMNS)}
+    return RunResult(**empty, **tables, summary=summary, manifest=manifest, errors=errors)

@@ -1,37 +1,179 @@
-"""Command line: ``psyling run`` and ``psyling validate`` (thin wrappers over the API)."""
+"""Command line: ``psyling run`` (and ``lens``) score stimulus sets into a run directory; ``analyze``, ``compare``,
+``probe`` and ``encode`` work on runs and corpora; ``evaluate`` scores predictions on surprisal computed
+elsewhere; ``check`` tests a model's batching invariance; ``reproduce`` runs the registered reproductions;
+``validate``, ``new``, ``batteries``, ``models`` and ``cache`` manage stimuli, models and the score cache.
+
+A thin layer over the API: options shared by several commands (model, scoring, stimuli, output) are declared
+once below, and a scoring command builds one ``RunConfig`` from them and calls ``psyling.api.run``."""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
+from .config import MEASURES, RunConfig
 from .errors import PsylingError
-from .models import DEFAULT_MODEL, EMBEDDED, CaptureSpec
+from .interp.activations import METHODS, POOLS
+from .models import DEFAULT_MODEL, EMBEDDED, CaptureSpec, ModelSpec, ScoringOptions
 from .models.conventions import CONVENTIONS
+from .models.hooks import DTYPES as ACTIVATION_DTYPES
+from .models.hooks import KINDS
+from .models.options import MASKED_VARIANTS, PADDING_SIDES
+from .stimuli.corpora import UCL_MEASURES
 
 USER_ERROR = 2
+MODEL_DTYPES = ("float32", "bfloat16", "float16")
+PREFIX_REUSE = {"auto": None, "on": True, "off": False}
 
+
+# ---- option groups, each declared once -------------------------------------------------------------------------
+
+def _model_options(parser: argparse.ArgumentParser, loading: bool = True) -> None:
+    """--model and --device; with ``loading`` also --revision, --dtype and --trust-remote-code (a ModelSpec)."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default=DEFAULT_MODEL,
+                       help=f"alias ({', '.join(EMBEDDED)}), local folder, .gguf file or Hugging Face id "
+                            f"(default {DEFAULT_MODEL})")
+    group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ... (default cpu)")
+    if loading:
+        group.add_argument("--revision", help="model revision (hub models)")
+        group.add_argument("--dtype", default="float32", choices=MODEL_DTYPES)
+        group.add_argument("--trust-remote-code", action="store_true",
+                           help="allow a model's own code (off by default)")
+
+
+def _batch_size_option(parser: Any, default: int = 32) -> None:
+    parser.add_argument("--batch-size", type=int, default=default,
+                        help=f"sequences per padded batch (default {default})")
+
+
+def _scoring_options(parser: argparse.ArgumentParser) -> None:
+    """How to score (a ScoringOptions, capture and logit lens aside)."""
+    group = parser.add_argument_group("scoring")
+    _batch_size_option(group)
+    group.add_argument("--max-tokens", type=int,
+                       help="tokens per forward batch (default: from the vocabulary size; halved on out-of-memory)")
+    group.add_argument("--context-token", help="token before each stimulus: bos, eos, an id or a token "
+                                               "(default: BOS if the tokenizer has one, else EOS)")
+    group.add_argument("--padding-side", default="right", choices=PADDING_SIDES)
+    group.add_argument("--prefix-reuse", default="auto", choices=list(PREFIX_REUSE),
+                       help="compute shared prefixes once (on), or one padded sequence per row with --batch-size "
+                            "per batch (off); auto: on, except for the lm-eval and minicons conventions")
+    group.add_argument("--convention", default="psyling", choices=list(CONVENTIONS),
+                       help="score as another tool does, to match its published numbers (default psyling)")
+    group.add_argument("--masked-variant", default="pll", choices=MASKED_VARIANTS,
+                       help="masked LMs (BERT, RoBERTa): pseudo-log-likelihood, or within-word l2r (default pll)")
+
+
+def _stimulus_options(parser: argparse.ArgumentParser, selection: bool = True) -> None:
+    """--stimuli and --battery; with ``selection`` also --max-items and --detokenize."""
+    group = parser.add_argument_group("stimuli")
+    group.add_argument("--stimuli", nargs="+", metavar="PATH", help="stimulus files or folders")
+    group.add_argument("--battery", help="a named battery (psyling batteries lists them), e.g. core")
+    if selection:
+        group.add_argument("--max-items", type=int, help="score only the first N items of each set (quick checks)")
+        group.add_argument("--detokenize", action="store_true",
+                           help="attach the SyntaxGym 2020 suites' free-standing ' .' and ' ,' to the preceding word")
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    """The run's own settings: prediction statistic and score cache."""
+    group = parser.add_argument_group("run")
+    group.add_argument("--measure", default="surprisal", choices=MEASURES,
+                       help="region statistic the predictions use (default: corrected word surprisal)")
+    group.add_argument("--resume", action="store_true",
+                       help="reuse the batches an identical earlier run left in the score cache (e.g. one killed)")
+    group.add_argument("--no-cache", action="store_true", help="do not write batch results to the score cache")
+
+
+def _layers_option(parser: Any, what: str) -> None:
+    parser.add_argument("--layers", default="all", help=f"layers {what} (all, or e.g. 0,6,12; default all)")
+
+
+def _capture_options(parser: argparse.ArgumentParser) -> None:
+    """Activation capture and the logit lens in the scoring pass."""
+    group = parser.add_argument_group("activations and logit lens")
+    group.add_argument("--activations", metavar="KINDS",
+                       help=f"capture activations in the scoring pass: {', '.join(KINDS)} (comma-separated), "
+                            "written to OUT/activations")
+    _layers_option(group, "to capture or read out")
+    group.add_argument("--pool", default="word", choices=POOLS, help="pool activations per unit (default word)")
+    group.add_argument("--pool-method", default="mean", choices=METHODS)
+    group.add_argument("--activation-dtype", default="float32", choices=list(ACTIVATION_DTYPES))
+    group.add_argument("--lens", action="store_true",
+                       help="also run the logit lens at --layers: lens_regions, lens_predictions, lens_emergence")
+
+
+def _quiet_option(parser: Any) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _output_options(parser: argparse.ArgumentParser, required: bool = True, replace: bool = True) -> None:
+    """--out (a run directory), --replace (replace the run there) and --quiet."""
+    group = parser.add_argument_group("output")
+    group.add_argument("--out", required=required, type=Path, help="run directory to write")
+    if replace:
+        group.add_argument("--replace", action="store_true",
+                           help="replace the run already in --out (default: refuse a non-empty folder)")
+    _quiet_option(group)
+
+
+def _run_stimuli_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stimuli", nargs="+", metavar="PATH",
+                        help="the run's stimulus files (default: the files its manifest lists)")
+
+
+def _data_root_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", type=Path,
+                        help="folder of published datasets (default: PSYLING_DATA or ../shared/data)")
+
+
+# ---- from options to settings ----------------------------------------------------------------------------------
+
+def _layers(text: str) -> Optional[tuple[int, ...]]:
+    """None for "all", else the comma-separated layer numbers."""
+    if text.strip() == "all":
+        return None
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise PsylingError(f"--layers must be 'all' or comma-separated numbers such as 0,6,12 (got {text!r})") from None
+
+
+def _model_spec(args: argparse.Namespace) -> ModelSpec:
+    return ModelSpec(args.model, args.revision, args.dtype, args.device, args.trust_remote_code)
+
+
+def _scoring(args: argparse.Namespace, capture: Optional[CaptureSpec] = None, lens: Any = None) -> ScoringOptions:
+    token = args.context_token
+    return ScoringOptions(int(token) if token and token.isdigit() else token, args.batch_size, args.max_tokens,
+                          args.padding_side, PREFIX_REUSE[args.prefix_reuse], args.convention, args.masked_variant,
+                          capture, lens)
+
+
+def _run_config(args: argparse.Namespace, capture: Optional[CaptureSpec] = None, lens: Any = None,
+                **settings: Any) -> RunConfig:
+    """The RunConfig of a scoring command: model, scoring, stimulus and run options (plus ``settings``)."""
+    if not args.stimuli and not args.battery:
+        raise PsylingError("give stimulus paths with --stimuli or a battery with --battery")
+    return RunConfig(_model_spec(args), _scoring(args, capture, lens), tuple(args.stimuli or ()), args.battery,
+                     args.max_items, args.detokenize, args.measure, cache=not args.no_cache, resume=args.resume,
+                     **settings)
+
+
+# ---- commands --------------------------------------------------------------------------------------------------
 
 def _run(args: argparse.Namespace) -> int:
     from .api import run
     from .report import format_summary
 
-    if not args.stimuli and not args.battery:
-        raise PsylingError("give stimulus paths with --stimuli or a battery with --battery")
     capture = CaptureSpec(tuple(k.strip() for k in args.activations.split(",")), _layers(args.layers),
                           args.activation_dtype) if args.activations else None
     lens = (_layers(args.layers) or "all") if args.lens else None
-    result = run(args.model, args.stimuli or (), args.battery, args.out, batch_size=args.batch_size,
-                 device=args.device, dtype=args.dtype, context_token=args.context_token,
-                 padding_side=args.padding_side, measure=args.measure, trust_remote_code=args.trust_remote_code,
-                 revision=args.revision, progress=not args.quiet, max_items=args.max_items,
-                 detokenize=args.detokenize, activations=capture, pool=args.pool, pool_method=args.pool_method,
-                 lens_layers=lens, max_tokens=args.max_tokens,
-                 reuse_prefix={"auto": None, "on": True, "off": False}[args.prefix_reuse],
-                 convention=args.convention, cache=not args.no_cache, resume=args.resume,
-                 masked_variant=args.masked_variant)
+    config = _run_config(args, capture, lens, pool=args.pool, pool_method=args.pool_method)
+    result = run(config, out=args.out, replace=args.replace, progress=not args.quiet)
     print(format_summary(result.summary))
     if args.battery:
         print(_battery_score(args.battery, result.predictions))
@@ -47,14 +189,52 @@ def _run(args: argparse.Namespace) -> int:
     return USER_ERROR if result.errors else 0
 
 
-def _layers(text: str) -> Optional[tuple[int, ...]]:
-    """None for "all", else the comma-separated layer numbers."""
-    if text.strip() == "all":
-        return None
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise PsylingError(f"--layers must be 'all' or comma-separated numbers such as 0,6,12 (got {text!r})") from None
+def _lens(args: argparse.Namespace) -> int:
+    from .api import run
+    from .layerwise import lens_plots
+
+    config = _run_config(args, lens=_layers(args.layers) or "all")
+    result = run(config, out=args.out, replace=args.replace, progress=not args.quiet)
+    print(_lens_accuracy_lines(result.lens["lens_predictions"]))
+    emerged = result.lens["lens_emergence"]["emerges_at"]
+    print(f"\npredictions holding at the last layer emerge at layer {emerged.median():.0f} (median; "
+          f"{emerged.notna().sum()} of {len(emerged)} item predictions hold at the last layer)")
+    print(f"{len(lens_plots(args.out))} plots and lens_*.parquet in {args.out}")
+    return 0
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from .layerwise import best_layer, encode_corpus
+
+    table = encode_corpus(_model_spec(args), target=args.target, out=args.out, layers=_layers(args.layers),
+                          data_root=args.data_root, folds=args.folds, n_permutations=args.permutations,
+                          progress=not args.quiet, replace=args.replace)
+    print(table[["site", "r2", "r2_baseline", "delta_r2", "p_value", "q_value"]].to_string(
+        index=False, float_format=lambda v: f"{v:.4f}"))
+    site, value = best_layer(table, "delta_r2")
+    print(f"\nbest site for {args.target}: {site} (ΔR² {value:.4f}); table and plot in {Path(args.out) / 'interp'}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .api import evaluate
+    from .report import format_summary
+
+    if not args.stimuli and not args.battery:
+        raise PsylingError("give the stimulus sets the table belongs to with --stimuli or --battery")
+    result = evaluate(args.surprisal, args.stimuli or (), args.battery, args.out, units=args.units,
+                      replace=args.replace)
+    print(format_summary(result.summary))
+    if args.battery:
+        print(_battery_score(args.battery, result.predictions))
+    for line in result.errors:
+        print(f"psyling: skipped: {line}", file=sys.stderr)
+    return USER_ERROR if result.errors else 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from .reproductions import reproduce_command
+    return reproduce_command(args)
 
 
 def _lens_accuracy_lines(lens_predictions) -> str:
@@ -82,21 +262,6 @@ def _battery_score(name: str, predictions) -> str:
     return "\n".join(lines)
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    from .api import evaluate
-    from .report import format_summary
-
-    if not args.stimuli and not args.battery:
-        raise PsylingError("give the stimulus sets the table belongs to with --stimuli or --battery")
-    result = evaluate(args.surprisal, args.stimuli or (), args.battery, args.out, units=args.units)
-    print(format_summary(result.summary))
-    if args.battery:
-        print(_battery_score(args.battery, result.predictions))
-    for line in result.errors:
-        print(f"psyling: skipped: {line}", file=sys.stderr)
-    return USER_ERROR if result.errors else 0
-
-
 def _analyze(args: argparse.Namespace) -> int:
     from .analysis import analyze
     from .report import format_verdicts
@@ -121,7 +286,8 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from .analysis import compare_runs
-    from .report import format_comparison, write_csv
+    from .fileio import write_csv
+    from .report import format_comparison
 
     table = compare_runs(args.run_a, args.run_b, n_boot=args.n_boot, seed=args.seed)
     print(format_comparison(table, str(args.run_a), str(args.run_b)))
@@ -140,34 +306,6 @@ def _probe(args: argparse.Namespace) -> int:
     print(wide[["site", *columns]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     site, value = best_layer(table, "accuracy")
     print(f"\nbest site: {site} (accuracy {value:.3f}); table and plot in {Path(args.run_dir) / 'interp'}")
-    return 0
-
-
-def _lens(args: argparse.Namespace) -> int:
-    from .api import run
-    from .layerwise import lens_plots
-
-    if not args.stimuli and not args.battery:
-        raise PsylingError("give stimulus paths with --stimuli or a battery with --battery")
-    result = run(args.model, args.stimuli or (), args.battery, args.out, batch_size=args.batch_size,
-                 progress=not args.quiet, max_items=args.max_items, lens_layers=_layers(args.layers) or "all")
-    print(_lens_accuracy_lines(result.lens["lens_predictions"]))
-    emerged = result.lens["lens_emergence"]["emerges_at"]
-    print(f"\npredictions holding at the last layer emerge at layer {emerged.median():.0f} (median; "
-          f"{emerged.notna().sum()} of {len(emerged)} item predictions hold at the last layer)")
-    print(f"{len(lens_plots(args.out))} plots and lens_*.parquet in {args.out}")
-    return 0
-
-
-def _encode(args: argparse.Namespace) -> int:
-    from .layerwise import best_layer, encode_corpus
-
-    table = encode_corpus(args.model, args.measure, args.out, _layers(args.layers), args.data_root,
-                          folds=args.folds, n_permutations=args.permutations, progress=not args.quiet)
-    print(table[["site", "r2", "r2_baseline", "delta_r2", "p_value", "q_value"]].to_string(
-        index=False, float_format=lambda v: f"{v:.4f}"))
-    site, value = best_layer(table, "delta_r2")
-    print(f"\nbest site for {args.measure}: {site} (ΔR² {value:.4f}); table and plot in {Path(args.out) / 'interp'}")
     return 0
 
 
@@ -267,90 +405,76 @@ def _models(_: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="psyling", description="Artificial psycholinguistics test suite.")
-    sub = parser.add_subparsers(dest="command", required=True)
+# ---- the parser, one function per command ----------------------------------------------------------------------
+
+Sub = Any  # argparse's subparsers action
+
+
+def _run_parser(sub: Sub) -> None:
     run = sub.add_parser("run", help="score stimulus sets with a model and write a run directory")
-    run.add_argument("--model", default=DEFAULT_MODEL,
-                     help=f"alias ({', '.join(EMBEDDED)}), local folder, .gguf file or Hugging Face id "
-                          f"(default {DEFAULT_MODEL})")
-    run.add_argument("--stimuli", nargs="+", metavar="PATH", help="stimulus files or folders")
-    run.add_argument("--battery", help="a named battery (stimuli/batteries/NAME.yaml), e.g. core")
-    run.add_argument("--out", required=True, type=Path, help="run directory to write")
-    run.add_argument("--batch-size", type=int, default=32)
-    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ... (default cpu)")
-    run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    run.add_argument("--context-token", help="token before each stimulus: bos, eos, an id or a token "
-                                             "(default: BOS if the tokenizer has one, else EOS)")
-    run.add_argument("--padding-side", default="right", choices=["right", "left"])
-    run.add_argument("--measure", default="surprisal", choices=["surprisal", "surprisal_raw"],
-                     help="region statistic the predictions use (default: corrected word surprisal)")
-    run.add_argument("--detokenize", action="store_true",
-                     help="attach the SyntaxGym 2020 suites' free-standing ' .' and ' ,' to the preceding word")
-    run.add_argument("--max-items", type=int, help="score only the first N items of each set (quick checks)")
-    run.add_argument("--revision", help="model revision (hub models)")
-    run.add_argument("--trust-remote-code", action="store_true", help="allow a model's own code (off by default)")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--activations", metavar="KINDS",
-                     help="capture activations in the scoring pass: resid, attn, mlp (comma-separated), "
-                          "written to OUT/activations")
-    run.add_argument("--layers", default="all", help="layers to capture (all, or e.g. 0,6,12; default all)")
-    run.add_argument("--pool", default="word", choices=["word", "region"], help="pool activations per word or region")
-    run.add_argument("--pool-method", default="mean", choices=["mean", "first", "last"])
-    run.add_argument("--activation-dtype", default="float32", choices=["float32", "float16"])
-    run.add_argument("--lens", action="store_true",
-                     help="also run the logit lens at --layers: lens_regions, lens_predictions, lens_emergence")
-    run.add_argument("--max-tokens", type=int,
-                     help="tokens per forward batch (default: from the vocabulary size; halved on out-of-memory)")
-    run.add_argument("--prefix-reuse", default="auto", choices=["auto", "on", "off"],
-                     help="compute shared prefixes once (on), or one padded sequence per row with --batch-size "
-                          "per batch (off); auto: on, except for the lm-eval and minicons conventions")
-    run.add_argument("--convention", default="psyling", choices=list(CONVENTIONS),
-                     help="score as another tool does, to match its published numbers (default psyling)")
-    run.add_argument("--resume", action="store_true",
-                     help="reuse the batches an identical earlier run left in the score cache (e.g. one killed)")
-    run.add_argument("--no-cache", action="store_true", help="do not write batch results to the score cache")
-    run.add_argument("--masked-variant", default="pll", choices=["pll", "l2r"],
-                     help="masked LMs (BERT, RoBERTa): pseudo-log-likelihood, or within-word l2r (default pll)")
+    for add in (_model_options, _scoring_options, _stimulus_options, _run_options, _capture_options, _output_options):
+        add(run)
     run.set_defaults(func=_run)
+
+
+def _lens_parser(sub: Sub) -> None:
+    lens = sub.add_parser("lens", help="logit lens: predictions read out at each layer, and where they emerge")
+    for add in (_model_options, _scoring_options, _stimulus_options, _run_options, _output_options):
+        add(lens)
+    _layers_option(lens, "to read out")
+    lens.set_defaults(func=_lens)
+
+
+def _check_parser(sub: Sub) -> None:
     chk = sub.add_parser("check", help="is the model's surprisal invariant to batch size, padding and prefix reuse?")
-    chk.add_argument("--model", default=DEFAULT_MODEL)
-    chk.add_argument("--stimuli", nargs="+", metavar="PATH", help="sentences to use (default: the core battery)")
-    chk.add_argument("--battery", default="core")
+    _model_options(chk, loading=False)
+    _stimulus_options(chk, selection=False)
+    _batch_size_option(chk, default=16)
     chk.add_argument("--n", type=int, default=32, help="sequences to compare (default 32)")
-    chk.add_argument("--batch-size", type=int, default=16)
     chk.add_argument("--dtypes", default="bfloat16", help="other dtypes to compare with float32 (comma-separated; "
                                                           "'' for none)")
-    chk.add_argument("--device", default="cpu")
-    chk.set_defaults(func=_check)
-    cache = sub.add_parser("cache", help="list or clear the score cache (and converted models)")
-    cache.add_argument("action", choices=["ls", "clear"])
-    cache.add_argument("--model", help="only entries whose model id contains this")
-    cache.add_argument("--models", action="store_true", help="clear: also delete the converted models")
-    cache.set_defaults(func=_cache)
+    chk.set_defaults(func=_check, battery="core")
+
+
+def _encode_parser(sub: Sub) -> None:
+    enc = sub.add_parser("encode", help="per-layer encoding of the UCL corpus N400, SPR or eye-tracking")
+    _model_options(enc)
+    enc.add_argument("--target", default="ERP-N400", choices=list(UCL_MEASURES),
+                     help="the human measure to predict from each layer (default ERP-N400)")
+    _output_options(enc)
+    _layers_option(enc, "to encode from")
+    _data_root_option(enc)
+    enc.add_argument("--folds", type=int, default=10)
+    enc.add_argument("--permutations", type=int, default=200)
+    enc.set_defaults(func=_encode)
+
+
+def _evaluate_parser(sub: Sub) -> None:
     ev = sub.add_parser("evaluate", help="evaluate predictions on a surprisal table computed elsewhere")
     ev.add_argument("--surprisal", required=True, type=Path,
                     help="CSV/TSV/parquet: item, condition, token|word, surprisal [, set]; or lm-zoo "
                          "sentence_id, token_id, token, surprisal")
-    ev.add_argument("--stimuli", nargs="+", metavar="PATH", help="the sets the table belongs to")
-    ev.add_argument("--battery", help="or a named battery")
+    _stimulus_options(ev, selection=False)
     ev.add_argument("--units", default="bits", choices=["bits", "nats"])
-    ev.add_argument("--out", type=Path, help="write regions, predictions, summary and a manifest here")
+    _output_options(ev, required=False)
     ev.set_defaults(func=_evaluate)
+
+
+def _analyze_parser(sub: Sub) -> None:
     an = sub.add_parser("analyze", help="statistics, human comparison, verdicts and plots for a run directory")
     an.add_argument("run_dir", type=Path, help="the --out folder of psyling run")
-    an.add_argument("--stimuli", nargs="+", metavar="PATH",
-                    help="the run's stimulus files (default: the files its manifest lists)")
+    _run_stimuli_option(an)
     an.add_argument("--linking", default="ucl", choices=["ucl", "naturalstories", "none"],
                     help="fit surprisal -> human-measure linking functions on a corpus scored by the run's model: "
                          "ucl (SPR, first-pass eye-tracking, N400; default), naturalstories (SPR only), or none "
                          "(effects in bits only)")
-    an.add_argument("--data-root", type=Path,
-                    help="data root holding devarda2023_ucl_cloze_n400/ or naturalstories/ (default: PSYLING_DATA "
-                         "or ../shared/data)")
+    _data_root_option(an)
     an.add_argument("--no-plots", action="store_true")
-    an.add_argument("--quiet", action="store_true", help="no progress bars")
+    _quiet_option(an)
     an.set_defaults(func=_analyze)
+
+
+def _compare_parser(sub: Sub) -> None:
     cmp = sub.add_parser("compare", help="per-set paired comparison of two runs on the same stimuli")
     cmp.add_argument("run_a", type=Path)
     cmp.add_argument("run_b", type=Path)
@@ -358,35 +482,30 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--seed", type=int, default=0)
     cmp.add_argument("--out", type=Path, help="also write the table as CSV")
     cmp.set_defaults(func=_compare)
+
+
+def _probe_parser(sub: Sub) -> None:
     pr = sub.add_parser("probe", help="linear probes per layer on a run's activations, for a condition factor")
     pr.add_argument("run_dir", type=Path, help="a run made with --activations")
     pr.add_argument("--factor", required=True, help="a factor the sets declare, e.g. number")
     pr.add_argument("--sets", nargs="+", help="only these sets (default: every set declaring the factor)")
-    pr.add_argument("--stimuli", nargs="+", metavar="PATH", help="the run's stimulus files (default: manifest)")
+    _run_stimuli_option(pr)
     pr.add_argument("--region", help="probe only this region's rows (a run with --pool region), e.g. verb")
     pr.add_argument("--folds", type=int, default=5)
     pr.add_argument("--permutations", type=int, default=100)
     pr.set_defaults(func=_probe)
-    le = sub.add_parser("lens", help="logit lens: predictions read out at each layer, and where they emerge")
-    le.add_argument("--model", default=DEFAULT_MODEL)
-    le.add_argument("--stimuli", nargs="+", metavar="PATH")
-    le.add_argument("--battery")
-    le.add_argument("--out", required=True, type=Path)
-    le.add_argument("--layers", default="all")
-    le.add_argument("--batch-size", type=int, default=32)
-    le.add_argument("--max-items", type=int)
-    le.add_argument("--quiet", action="store_true")
-    le.set_defaults(func=_lens)
-    en = sub.add_parser("encode", help="per-layer encoding of UCL corpus N400 / SPR / eye-tracking")
-    en.add_argument("--model", default=DEFAULT_MODEL)
-    en.add_argument("--measure", default="N400", choices=["N400", "SPR", "eye-tracking"])
-    en.add_argument("--out", required=True, type=Path)
-    en.add_argument("--layers", default="all")
-    en.add_argument("--data-root", type=Path)
-    en.add_argument("--folds", type=int, default=10)
-    en.add_argument("--permutations", type=int, default=200)
-    en.add_argument("--quiet", action="store_true")
-    en.set_defaults(func=_encode)
+
+
+def _reproduce_parser(sub: Sub) -> None:
+    rep = sub.add_parser("reproduce", help="published figures vs measured ones, for the registered reproductions")
+    rep.add_argument("names", nargs="*", default=["list"], metavar="list|all|NAME",
+                     help="list the reproductions (default), run all the short ones, or run the NAMEd ones")
+    rep.add_argument("--long", action="store_true", help="with all: also the long ones")
+    _data_root_option(rep)
+    rep.set_defaults(func=_reproduce)
+
+
+def _stimuli_parsers(sub: Sub) -> None:
     validate = sub.add_parser("validate", help="check stimulus files; one line per problem")
     validate.add_argument("paths", nargs="+", help="stimulus files or folders")
     validate.set_defaults(func=_validate)
@@ -394,10 +513,29 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("name")
     new.add_argument("--dir", default=".", help="folder to write into (default: current folder)")
     new.set_defaults(func=_new)
-    batteries = sub.add_parser("batteries", help="list the batteries with their set and item counts")
-    batteries.set_defaults(func=_batteries)
-    models = sub.add_parser("models", help="list the embedded offline models")
-    models.set_defaults(func=_models)
+    sub.add_parser("batteries", help="list the batteries with their set and item counts").set_defaults(
+        func=_batteries)
+
+
+def _tool_parsers(sub: Sub) -> None:
+    sub.add_parser("models", help="list the embedded offline models").set_defaults(func=_models)
+    cache = sub.add_parser("cache", help="list or clear the score cache (and converted models)")
+    cache.add_argument("action", choices=["ls", "clear"])
+    cache.add_argument("--model", help="only entries whose model id contains this")
+    cache.add_argument("--models", action="store_true", help="clear: also delete the converted models")
+    cache.set_defaults(func=_cache)
+
+
+COMMANDS: tuple[Callable[[Sub], None], ...] = (
+    _run_parser, _lens_parser, _check_parser, _evaluate_parser, _analyze_parser, _compare_parser, _probe_parser,
+    _encode_parser, _reproduce_parser, _stimuli_parsers, _tool_parsers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="psyling", description="Artificial psycholinguistics test suite.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 

@@ -3,13 +3,21 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 import psyling
-from psyling.analysis import analyze
+import psyling.api
+from psyling.analysis import LINKING_CORPORA, LinkingCorpus, analyze
 from psyling.cli import main
+from psyling.config import RunConfig
 from psyling.errors import PsylingError
+from psyling.models import CaptureSpec, ModelSpec, ScoringOptions
+from psyling.stimuli import Condition, Item, ReadingCorpus, StimulusSet
+
+from test_malformed import manifest as write_set
+from tiny import CORPUS
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = [REPO / "stimuli" / "sets" / f"{name}.yaml" for name in ("garden_path_npz", "n400_cloze")]
@@ -142,3 +150,44 @@ def test_compare_two_runs_pairs_items(tmp_path, run_dir, capsys):
     assert table.loc["n400_cloze", "difference"] == pytest.approx((cloze[["1", "2", "3"]].sum() * 2 - 3) / 8)
     assert table.loc["garden_path_npz", "difference"] == 0
     assert "McNemar" in capsys.readouterr().out
+
+
+def _tiny_corpus(root: Path) -> ReadingCorpus:
+    """A reading corpus of a few sentences with a random reading time per word (a stand-in for UCL)."""
+    texts = list(dict.fromkeys(CORPUS))
+    items = [Item(str(k + 1), {"text": Condition("text", (t,))}) for k, t in enumerate(texts)]
+    stim = StimulusSet(name="tiny_corpus", regions=("text",), conditions=("text",), items=items, predictions=[],
+                       source=str(root), segmentation="whitespace", phenomenon="naturalistic reading",
+                       citation="none").validate()
+    words = pd.DataFrame([(str(k + 1), i, w) for k, t in enumerate(texts) for i, w in enumerate(t.split())],
+                         columns=["item", "word_index", "word"])
+    return ReadingCorpus(stim, words.assign(rt=np.random.default_rng(0).normal(300, 30, len(words))))
+
+
+def test_analyze_rescores_the_linking_corpus_with_exactly_the_runs_settings(tmp_path, bpe_llama, monkeypatch):
+    folder = tmp_path / "tiny"
+    bpe_llama.model.save_pretrained(folder)
+    bpe_llama.tokenizer.save_pretrained(folder)
+    config = RunConfig(ModelSpec(str(folder), revision="v-test", dtype="bfloat16"),
+                       ScoringOptions(context_token="eos", batch_size=5, max_tokens=48, convention="lm-eval"),
+                       stimuli=(str(write_set(tmp_path)),), max_items=2, measure="surprisal_raw")
+    psyling.run(config, out=tmp_path / "run", progress=False, activations=CaptureSpec(layers=(1,)),
+                lens_layers=[2])
+    loads, runs = [], []
+    real_load, real_run = psyling.api.load_model, psyling.api.run
+    monkeypatch.setattr(psyling.api, "load_model", lambda name, **kw: loads.append((name, kw)) or real_load(name, **kw))
+    monkeypatch.setattr(psyling.api, "run", lambda cfg, *a, **kw: runs.append((cfg, real_run(cfg, *a, **kw))) or
+                        runs[-1][1])
+    monkeypatch.setitem(LINKING_CORPORA, "ucl", LinkingCorpus("tiny", _tiny_corpus, "tiny corpus",
+                                                              {"SPR": ("rt", "ms")}))
+    (tmp_path / "data" / "tiny").mkdir(parents=True)
+    result = analyze(tmp_path / "run", linking="ucl", data_root=tmp_path / "data", plots=False, progress=False)
+    assert loads == [(str(folder), {"dtype": "bfloat16", "device": "cpu", "trust_remote_code": False,
+                                    "revision": "v-test"})]
+    (used, scored), = runs
+    assert used == config.for_rescoring()  # the run's model and scoring; no stimuli, capture or lens of its own
+    settings = scored.manifest["settings"]
+    assert (settings["dtype"], settings["max_tokens"], settings["batch_size"]) == ("bfloat16", 48, 5)
+    assert settings["convention"]["name"] == "lm-eval" and settings["context_token"]["token"] == "<eos>"
+    assert scored.manifest["model"]["revision"] == "v-test" and "activations" not in scored.manifest
+    assert set(result.linkings) == {"SPR"} and result.linkings["SPR"].details["n"] > 50

@@ -1,13 +1,18 @@
 """End to end on a tiny model: the run-directory contract, predictions, summary and the CLI."""
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import psyling
-from psyling.cli import main
+import psyling.api
+from psyling.cli import build_parser, main
+from psyling.config import RunConfig
+from psyling.errors import PsylingError
+from psyling.models import CaptureSpec, ModelSpec, ScoringOptions
 from psyling.stats import wilson_interval
 
 from test_malformed import manifest, write
@@ -127,3 +132,53 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["run", "--battery", "nosuch", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "unknown battery 'nosuch' (known: " in err and "core" in err
+
+
+def _recording_run(seen):
+    def fake_run(config, **kwargs):
+        seen.update(config=config, **kwargs)
+        raise PsylingError("recorded")
+    return fake_run
+
+
+def test_cli_builds_one_run_config_from_its_option_groups(monkeypatch, tmp_path, capsys):
+    seen = {}
+    monkeypatch.setattr(psyling.api, "run", _recording_run(seen))
+    code = main(["run", "--model", "m", "--dtype", "bfloat16", "--revision", "r", "--device", "cuda",
+                 "--trust-remote-code", "--batch-size", "4", "--max-tokens", "99", "--context-token", "7",
+                 "--padding-side", "left", "--prefix-reuse", "off", "--convention", "minicons", "--masked-variant",
+                 "l2r", "--stimuli", "a.yaml", "b", "--max-items", "3", "--detokenize", "--measure", "surprisal_raw",
+                 "--resume", "--no-cache", "--activations", "resid,mlp", "--layers", "0,2", "--pool", "region",
+                 "--pool-method", "last", "--activation-dtype", "float16", "--lens", "--out", str(tmp_path / "o"),
+                 "--replace", "--quiet"])
+    assert code == 2 and "recorded" in capsys.readouterr().err
+    assert seen["config"] == RunConfig(
+        ModelSpec("m", "r", "bfloat16", "cuda", True),
+        ScoringOptions(7, 4, 99, "left", False, "minicons", "l2r", CaptureSpec(("resid", "mlp"), (0, 2), "float16"),
+                       (0, 2)),
+        ("a.yaml", "b"), None, 3, True, "surprisal_raw", "region", "last", cache=False, resume=True)
+    assert (seen["out"], seen["replace"], seen["progress"]) == (tmp_path / "o", True, False)
+    seen.clear()
+    assert main(["lens", "--battery", "core", "--dtype", "float16", "--batch-size", "2", "--out", "x"]) == 2
+    assert seen["config"] == RunConfig(ModelSpec(dtype="float16"), ScoringOptions(batch_size=2, lens_layers="all"),
+                                       battery="core")
+    assert (seen["replace"], seen["progress"]) == (False, True)
+
+
+def test_encode_takes_a_target_and_reproduce_is_a_command(monkeypatch, tmp_path, capsys):
+    import psyling.layerwise
+
+    calls = []
+    table = pd.DataFrame({"site": ["resid.1"], "r2": [0.2], "r2_baseline": [0.1], "delta_r2": [0.1],
+                          "p_value": [0.01], "q_value": [0.01]})
+    monkeypatch.setattr(psyling.layerwise, "encode_corpus", lambda model, **kw: calls.append((model, kw)) or table)
+    assert main(["encode", "--target", "SPR", "--dtype", "bfloat16", "--layers", "1", "--out", str(tmp_path)]) == 0
+    (model, kwargs), = calls
+    assert model == ModelSpec(dtype="bfloat16") and kwargs["target"] == "SPR" and kwargs["layers"] == (1,)
+    assert "best site for SPR: resid.1" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["encode", "--measure", "N400", "--out", "x"])
+    assert build_parser().parse_args(["encode", "--out", "x"]).target == "ERP-N400"
+    args = build_parser().parse_args(["reproduce", "all", "--long", "--data-root", "d"])
+    assert (args.names, args.long, args.data_root) == (["all"], True, Path("d"))
+    assert build_parser().parse_args(["reproduce"]).names == ["list"]

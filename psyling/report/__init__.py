@@ -1,6 +1,5 @@
-"""Reporting: run-directory outputs and terminal tables."""
-from .outputs import TABLES, write_csv, write_json, write_parquet, write_run, write_tables
+"""Reporting: terminal tables (and, from ``psyling.fileio``, the atomic table writers the reports use)."""
+from ..fileio import write_csv, write_json, write_parquet
 from .terminal import format_comparison, format_summary, format_verdicts
 
-__all__ = ["TABLES", "format_comparison", "format_summary", "format_verdicts", "write_csv", "write_json",
-           "write_parquet", "write_run", "write_tables"]
+__all__ = ["format_comparison", "format_summary", "format_verdicts", "write_csv", "write_json", "write_parquet"]
