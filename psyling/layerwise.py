@@ -1,5 +1,6 @@
-"""Layer-wise analyses on top of runs: probes on a run's captured activations, the logit lens of a run, and
-per-layer encoding of a reading / ERP corpus (``psyling probe``, ``psyling lens``, ``psyling encode``)."""
+"""Layer-wise analyses on top of runs: probes on a run's stored activations, plots of a run's logit lens, and
+per-layer encoding of a human target (ERP, reading times) in the UCL corpus (``psyling probe``, ``psyling lens``,
+``psyling encode``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,18 +9,18 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from .analysis import read_run, run_sets
 from .errors import PsylingError
 from .interp.activations import load_activations
 from .interp.encoding import encode_layers
 from .interp.lens import lens_accuracy
 from .interp.probes import labels_from_conditions, probe_layers
-from .models import CaptureSpec, LanguageModel
-from .report import write_parquet
+from .models import CaptureSpec, LanguageModel, ModelSpec
 from .report.interp_plots import layer_curve
+from .runs import read_run, run_sets, write_sub_output
+from .stimuli.corpora import UCL_MEASURES
 
-# corpus measure -> (loader, column, group column): what ``psyling encode`` can predict
-ENCODE_TARGETS = {"N400": "N400", "SPR": "self_paced_reading_time", "eye-tracking": "RTfirstpass"}
+# human target (a schema HUMAN_MEASURES name) -> its column in the UCL corpus: what ``psyling encode`` predicts
+ENCODE_TARGETS = {measure: column for measure, (column, _) in UCL_MEASURES.items()}
 ENCODE_BASELINE = ["word_length", "zipf_freq", "word_position", "sentence_final"]
 
 
@@ -41,7 +42,7 @@ def probe_run(run_dir: Union[str, Path], factor: str, sets: Sequence[str] = (), 
                            f"(factors: {', '.join(have) or 'none'})")
     meta, features = load_activations(run_dir, sets=[s.name for s in chosen])
     if region is not None:
-        if set(meta["unit"]) != {"region"}:
+        if set(meta["pool"]) != {"region"}:
             raise PsylingError(f"{run_dir}: probing a region needs activations pooled per region (--pool region)")
         number = {s.name: s.regions.index(region) + 1 for s in chosen}
         keep = (meta["position"] == meta["set"].map(number)).to_numpy()
@@ -50,13 +51,13 @@ def probe_run(run_dir: Union[str, Path], factor: str, sets: Sequence[str] = (), 
                                                list(s.conditions), factor) for s in chosen])
     meta = meta.assign(label=labels.reindex(meta.index), group=meta["set"] + "/" + meta["item"].astype(str))
     table = probe_layers(features, meta, "label", group="group", folds=folds, n_permutations=n_permutations)
-    out = run_dir / "interp"
-    out.mkdir(exist_ok=True)
-    name = f"probe_{factor}" + (f"_{region}" if region else "")
-    write_parquet(out / f"{name}.parquet", table.assign(sets=",".join(s.name for s in chosen)))
+    name = f"interp/probe_{factor}" + (f"_{region}" if region else "")
+    labelled = table.assign(sets=",".join(s.name for s in chosen))
+    write_sub_output(run_dir, f"{name}.parquet", lambda p: labelled.to_parquet(p, index=False))
     if plots:
-        layer_curve(table, ["accuracy", "control_accuracy", "selectivity"], out / f"{name}.png",
-                    f"probe for {factor}{f' at {region}' if region else ''} ({', '.join(s.name for s in chosen)})")
+        title = f"probe for {factor}{f' at {region}' if region else ''} ({', '.join(s.name for s in chosen)})"
+        write_sub_output(run_dir, f"{name}.png", lambda p: layer_curve(
+            table, ["accuracy", "control_accuracy", "selectivity"], p, title))
     return table
 
 
@@ -67,34 +68,35 @@ def lens_plots(run_dir: Union[str, Path]) -> list[Path]:
     if not path.is_file():
         raise PsylingError(f"{run_dir}: no logit-lens tables (run psyling run --lens or psyling lens)")
     accuracy = lens_accuracy(pd.read_parquet(path))
-    out = run_dir / "interp"
-    out.mkdir(exist_ok=True)
     paths = []
     for name, table in accuracy.groupby("set", sort=False):
         long = table.assign(site=[f"resid.{layer}" for layer in table["layer"]], metric="accuracy",
                             value=table["accuracy"])
-        paths.append(layer_curve(long, ["accuracy"], out / f"lens_{name}.png", f"logit lens: {name}", chance=0.5))
+        paths.append(write_sub_output(run_dir, f"interp/lens_{name}.png", lambda p: layer_curve(
+            long, ["accuracy"], p, f"logit lens: {name}", chance=0.5)))
     return paths
 
 
-def encode_corpus(model: Union[str, LanguageModel], measure: str = "N400", out: Union[str, Path, None] = None,
-                  layers: Optional[Sequence[int]] = None, data_root: Optional[Path] = None, folds: int = 10,
-                  n_permutations: int = 200, progress: bool = True) -> pd.DataFrame:
+def encode_corpus(model: Union[str, ModelSpec, LanguageModel], target: str = "ERP-N400",
+                  out: Union[str, Path, None] = None, layers: Optional[Sequence[int]] = None,
+                  data_root: Optional[Path] = None, folds: int = 10, n_permutations: int = 200,
+                  progress: bool = True, replace: bool = False) -> pd.DataFrame:
     """Score the UCL corpus with activation capture (word-pooled residual stream) and fit a cross-validated
-    ridge encoding model of ``measure`` per layer over a baseline of word length, log frequency, position in
-    the sentence and sentence-final position."""
+    ridge encoding model of the human ``target`` (ERP-N400, SPR or eye-tracking first-pass time) per layer
+    over a baseline of word length, log frequency, position in the sentence and sentence-final position.
+    Writes the run to OUT (``replace``: replacing a run there) and OUT/interp/encode_TARGET.parquet and .png."""
     from .api import run
     from .stats.regression import baseline_predictors
     from .stimuli.batteries import data_root as default_root
     from .stimuli.corpora import load_ucl
 
-    if measure not in ENCODE_TARGETS:
-        raise PsylingError(f"unknown measure {measure!r} (choose from {', '.join(ENCODE_TARGETS)})")
+    if target not in ENCODE_TARGETS:
+        raise PsylingError(f"unknown encoding target {target!r} (choose from {', '.join(ENCODE_TARGETS)})")
     if out is None:
         raise PsylingError("encode needs an output folder (--out)")
     out = Path(out)
     corpus = load_ucl(Path(data_root) if data_root else default_root())
-    run(model, stimuli=[corpus.stimuli], out=out, progress=progress,
+    run(model, stimuli=[corpus.stimuli], out=out, progress=progress, replace=replace,
         activations=CaptureSpec(("resid",), tuple(layers) if layers else None))
     meta, features = load_activations(out)
     words = baseline_predictors(corpus.words)
@@ -102,15 +104,15 @@ def encode_corpus(model: Union[str, LanguageModel], measure: str = "N400", out: 
     words["sentence_final"] = (words["word_index"] == words.groupby("item")["word_index"].transform("max"))
     joined = meta.merge(words, left_on=["item", "position"], right_on=["item", "word_index"], how="left",
                         validate="1:1")
-    target = joined[ENCODE_TARGETS[measure]].to_numpy(float)
+    values = joined[ENCODE_TARGETS[target]].to_numpy(float)
     baseline = joined[ENCODE_BASELINE].to_numpy(float)
-    table = encode_layers(features, target, joined["item"].to_numpy(), baseline, folds=folds,
+    table = encode_layers(features, values, joined["item"].to_numpy(), baseline, folds=folds,
                           n_permutations=n_permutations)
-    table = table.assign(measure=measure, corpus="UCL")
-    (out / "interp").mkdir(exist_ok=True)
-    write_parquet(out / "interp" / f"encode_{measure}.parquet", table)
-    layer_curve(table, ["delta_r2"], out / "interp" / f"encode_{measure}.png",
-                f"encoding of UCL {measure} per layer (ΔR² over length, frequency, position)", chance=0.0)
+    table = table.assign(target=target, corpus="UCL")
+    write_sub_output(out, f"interp/encode_{target}.parquet", lambda p: table.to_parquet(p, index=False))
+    write_sub_output(out, f"interp/encode_{target}.png", lambda p: layer_curve(
+        table, ["delta_r2"], p, f"encoding of UCL {target} per layer (ΔR² over length, frequency, position)",
+        chance=0.0))
     return table
 
 

@@ -10,8 +10,8 @@ import psyling
 from psyling.errors import ModelError, PsylingError
 from psyling.interp.activations import load_activations, pool_tokens
 from psyling.interp.lens import emergence
-from psyling.models import CaptureSpec, ScoreRequest, Scorer, load_model
-from psyling.models.capture import architecture
+from psyling.models import CaptureSpec, CausalScorer, ScoreRequest, load_model
+from psyling.models.architecture import architecture, get_path
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = [REPO / "stimuli" / "sets" / "garden_path_npz.yaml", REPO / "stimuli" / "sets" / "n400_cloze.yaml"]
@@ -22,7 +22,7 @@ def _captured(lm, texts, spec, prefix="", batch_size=2, reuse_prefix=False):
     """Token activations from the scoring pass, per request, via the consumer (padded path by default: batch
     size 1 is then each sequence alone; prefix reuse is compared with it in test_engine)."""
     seen = {}
-    scorer = Scorer(lm, batch_size=batch_size, progress=False, capture=spec, reuse_prefix=reuse_prefix)
+    scorer = CausalScorer(lm, batch_size=batch_size, progress=False, capture=spec, reuse_prefix=reuse_prefix)
     requests = [ScoreRequest((i,), t, prefix) for i, t in enumerate(texts)]
     scores = scorer.score(requests, consumer=lambda batch: seen.update(
         {s.request.key: s.activations for s in batch}))
@@ -41,9 +41,9 @@ def _hidden_states(lm, scorer, text, prefix=""):
 @pytest.mark.parametrize("fixture", ["bpe_llama", "sp_gpt2"])
 def test_captured_residual_stream_equals_output_hidden_states(fixture, request):
     lm = request.getfixturevalue(fixture)
-    _, _, _, _, norm = architecture(lm.model)
+    arch = architecture(lm.model)
+    norm, n_layers = get_path(lm.model, arch.layout.norm), arch.n_layers
     scorer, scores, seen = _captured(lm, TEXTS, CaptureSpec(("resid", "attn", "mlp")), prefix="A prime.")
-    n_layers = len(architecture(lm.model)[1])
     assert scorer.sites == ["resid.0"] + [f"{kind}.{layer}" for layer in range(1, n_layers + 1)
                                           for kind in ("resid", "attn", "mlp")]
     for i, text in enumerate(TEXTS):
@@ -80,7 +80,7 @@ def test_capture_leaves_surprisal_unchanged_and_pools_per_word_and_region(tmp_pa
     key = meta.loc[row]
     stim_text = " ".join(captured.words[(captured.words["set"] == key["set"]) & (captured.words["item"] == key["item"])
                                         & (captured.words["condition"] == key["condition"])]["word"])
-    scorer = Scorer(bpe_llama, progress=False)
+    scorer = CausalScorer(bpe_llama, progress=False)
     hidden = _hidden_states(bpe_llama, scorer, stim_text)
     tokens = captured.tokens
     mine = tokens[(tokens["set"] == key["set"]) & (tokens["item"] == key["item"])
@@ -91,7 +91,7 @@ def test_capture_leaves_surprisal_unchanged_and_pools_per_word_and_region(tmp_pa
     regions = psyling.run(bpe_llama, SETS[:1], out=tmp_path / "r", progress=False, max_items=2,
                           activations=CaptureSpec(layers=(1,)), pool="region", pool_method="last")
     meta_r, feats_r = load_activations(tmp_path / "r")
-    assert len(meta_r) == len(regions.regions) and set(meta_r["unit"]) == {"region"}
+    assert len(meta_r) == len(regions.regions) and set(meta_r["pool"]) == {"region"}
 
 
 def test_pooling_methods_and_empty_units():
@@ -105,7 +105,7 @@ def test_pooling_methods_and_empty_units():
 
 def test_bad_capture_requests_get_clear_errors(tmp_path, bpe_llama):
     with pytest.raises(ModelError, match="layer 9 does not exist"):
-        Scorer(bpe_llama, capture=CaptureSpec(layers=(0, 9)))
+        CausalScorer(bpe_llama, capture=CaptureSpec(layers=(0, 9)))
     with pytest.raises(ModelError, match="unknown activation kind 'heads'"):
         CaptureSpec(("heads",))
     with pytest.raises(PsylingError, match="needs an output folder"):
@@ -120,7 +120,7 @@ def test_bad_capture_requests_get_clear_errors(tmp_path, bpe_llama):
 @pytest.mark.parametrize("fixture", ["bpe_llama", "sp_gpt2"])
 def test_logit_lens_at_the_last_layer_is_the_model(fixture, request):
     lm = request.getfixturevalue(fixture)
-    n_layers = len(architecture(lm.model)[1])
+    n_layers = architecture(lm.model).n_layers
     result = psyling.run(lm, SETS, progress=False, max_items=4, lens_layers=list(range(n_layers + 1)))
     lens = result.lens["lens_regions"]
     assert sorted(lens["layer"].unique()) == list(range(n_layers + 1))
@@ -149,14 +149,17 @@ def test_emergence_is_the_first_layer_from_which_a_prediction_keeps_holding():
 def test_smollm2_capture_and_lens_match_the_model():
     lm = load_model("smollm2-135m")
     # the same sequence alone: identical to output_hidden_states; in a padded batch of 3 or in packed rows
-    # (prefix reuse): float32 rounding only
-    for batch_size, reuse, tolerance in ((1, False, 1e-5), (3, False, 1e-4), (3, True, 1e-4)):
+    # (prefix reuse): float32 rounding only, relative to the size of the states (|resid.15| reaches ~150 here,
+    # and one of its tokens differs by 1e-3 in a batch of 3)
+    for batch_size, reuse, tolerance in ((1, False, 1e-6), (3, False, 2e-5), (3, True, 2e-5)):
         scorer, scores, seen = _captured(lm, TEXTS, CaptureSpec(layers=(0, 15, 30)), batch_size=batch_size,
                                          reuse_prefix=reuse)
         for i, text in enumerate(TEXTS):
             hidden = _hidden_states(lm, scorer, text)
             for layer in (0, 15):
-                np.testing.assert_allclose(seen[(i,)][f"resid.{layer}"], hidden[layer], atol=tolerance, rtol=0)
+                scale = np.abs(hidden[layer]).max()
+                np.testing.assert_allclose(seen[(i,)][f"resid.{layer}"], hidden[layer], atol=tolerance * scale,
+                                           rtol=0)
     result = psyling.run(lm, SETS, progress=False, max_items=2, lens_layers=[15, 30])
     lens = result.lens["lens_regions"].query("layer == 30").set_index(["set", "item", "condition", "region_number"])
     own = result.regions.set_index(["set", "item", "condition", "region_number"]).loc[lens.index]

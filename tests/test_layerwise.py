@@ -50,12 +50,16 @@ def test_lens_command_writes_tables_and_plots(tmp_path, model_dir, capsys):
 
 
 def test_encode_the_ucl_n400_per_layer(tmp_path, model_dir, data):
-    table = encode_corpus(str(model_dir), "N400", tmp_path, data_root=data, folds=5, n_permutations=10,
-                          progress=False)
-    assert list(table["site"]) == ["resid.0", "resid.1", "resid.2"]
+    table = encode_corpus(str(model_dir), target="ERP-N400", out=tmp_path, data_root=data, folds=5,
+                          n_permutations=10, progress=False)
+    assert list(table["site"]) == ["resid.0", "resid.1", "resid.2"] and set(table["target"]) == {"ERP-N400"}
     assert (table["n"] > 1000).all() and (table["n_groups"] == 205).all()
     np.testing.assert_allclose(table["delta_r2"], table["r2"] - table["r2_baseline"], atol=1e-12)
-    assert (tmp_path / "interp" / "encode_N400.png").is_file()
+    assert (tmp_path / "interp" / "encode_ERP-N400.png").is_file()
+    assert pd.read_parquet(tmp_path / "interp" / "encode_ERP-N400.parquet")["delta_r2"].tolist() == pytest.approx(
+        table["delta_r2"].tolist())
+    with pytest.raises(PsylingError, match="unknown encoding target 'N400' \\(choose from SPR, eye-tracking, ERP-N400"):
+        encode_corpus(str(model_dir), target="N400", out=tmp_path / "x", data_root=data)
 
 
 def test_probe_one_region_of_region_pooled_activations(tmp_path, bpe_llama):

@@ -106,6 +106,9 @@ CASES = {
     "human region unknown": (lambda t: manifest(t, GOOD_YAML + "human:\n  measure: SPR\n  region: noun\n"
                                                 "  direction: up\n  source: X\n"),
                              ["field=human.region", "unknown region 'noun'"]),
+    "human measure misspelled": (lambda t: manifest(t, GOOD_YAML + "human:\n  measure: N400\n  region: verb\n"
+                                                    "  direction: up\n  source: X\n"),
+                                 ["s.yaml", "field=human.measure", "unknown measure 'N400'", "ERP-N400"]),
     "human size wrong type": (lambda t: manifest(t, GOOD_YAML + "human:\n  measure: SPR\n  region: verb\n"
                                                  "  direction: up\n  source: X\n  size: big\n"),
                               ["field=human.size", "must be a number"]),
@@ -147,6 +150,15 @@ def test_malformed_file_gives_one_line_error_and_exit_2(case, tmp_path, capsys):
 
 def test_at_least_twenty_cases():
     assert len(CASES) >= 20
+
+
+def test_every_spelling_of_the_schema_loads(tmp_path):
+    from psyling.stimuli import load_set
+    from psyling.stimuli.schema import HUMAN_MEASURES
+
+    for measure in HUMAN_MEASURES:
+        path = manifest(tmp_path, GOOD_YAML + f"human:\n  measure: {measure}\n  direction: up\n  source: X\n")
+        assert load_set(path).human.measure == measure
 
 
 def test_cli_prints_no_traceback(tmp_path):

@@ -11,7 +11,7 @@ from sklearn.preprocessing import StandardScaler
 
 from psyling.errors import PsylingError
 from psyling.interp import (control_labels, group_folds, group_permutation, labels_from_conditions, probe_layers,
-                            sorted_sites)
+                            site_layer, sorted_sites)
 from psyling.report.interp_plots import layer_curve
 
 N_ITEMS, N_WORDS, DIM, VOCAB, PLANTED = 40, 6, 64, 50, 3
@@ -23,7 +23,7 @@ def synthetic(seed: int = 1) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     rng = np.random.default_rng(seed)
     rows = [(item, cond, f"W{w}" if w % 2 else f"w{w}") for item in range(N_ITEMS) for cond in ("sg", "pl")
             for w in rng.integers(0, VOCAB, N_WORDS)]
-    meta = pd.DataFrame(rows, columns=["item", "condition", "text"]).assign(set="toy", unit="word")
+    meta = pd.DataFrame(rows, columns=["item", "condition", "text"]).assign(set="toy", pool="word")
     meta["position"] = meta.groupby(["item", "condition"]).cumcount()
     meta["number"] = labels_from_conditions(meta, {"number": ["sg", "pl"]}, ["sg", "pl"], "number")
     n = len(meta)
@@ -149,6 +149,12 @@ def test_labels_from_conditions_and_errors():
         labels_from_conditions(meta.assign(condition="other"), factors, conditions, "number")
     assert sorted_sites(["resid.10", "mlp.2", "resid.2", "attn.2", "resid.0"]) == [
         "resid.0", "attn.2", "mlp.2", "resid.2", "resid.10"]
+    # within a block, the order of computation: heads, attention output, neurons, MLP output, residual stream
+    assert sorted_sites(["resid.1", "neuron.1.7", "mlp.1", "head.1.3", "attn.1", "head.1", "neuron.1.2"]) == [
+        "head.1", "head.1.3", "attn.1", "neuron.1.2", "neuron.1.7", "mlp.1", "resid.1"]
+    assert site_layer("head.3.5") == 3 and site_layer("resid.12") == 12
+    with pytest.raises(PsylingError, match="not a site name: 'layer3'"):
+        site_layer("layer3")
     with pytest.raises(PsylingError, match=r"features\['resid.1'\]"):
         probe_layers({"resid.1": np.zeros((3, 2))}, pd.DataFrame({"item": [1, 2], "label": [0, 1], "text": "a"}),
                      "label")

@@ -19,7 +19,7 @@ def synthetic(seed: int = 3) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     position on a line (k - 2.5) along one direction, so its geometry follows the theory |i - j|."""
     rng = np.random.default_rng(seed)
     rows = [(item, cond, region) for item in range(N_ITEMS) for cond in CONDITIONS for region in (1, 2, 3)]
-    meta = pd.DataFrame(rows, columns=["item", "condition", "position"]).assign(set="toy", unit="region", text="x")
+    meta = pd.DataFrame(rows, columns=["item", "condition", "position"]).assign(set="toy", pool="region", text="x")
     direction = rng.normal(size=DIM)
     direction /= np.linalg.norm(direction)
     items = rng.normal(size=(N_ITEMS, DIM))

@@ -1,17 +1,19 @@
-"""Layer-wise analyses of activations pooled per word or region: linear probes with control tasks, encoding
-models of human measures, and representational similarity between conditions. Inputs are in memory:
-``features`` (site name such as ``resid.3`` -> [n, d] array) and ``meta`` (n rows: set, item, condition, unit,
-position, text, labels), as ``load_activations`` returns them from a run's ``activations/`` folder. The logit
-lens (``lens``) turns scores read out at intermediate layers into tables."""
-from .activations import ActivationWriter, activation_sites, load_activations, pool_tokens
+"""Layer-wise analyses of activations stored per word, region or token: linear probes with control tasks,
+encoding models of human measures, and representational similarity between conditions. Inputs are in memory:
+``features`` (site name such as ``resid.3`` -> [n, d] array) and ``meta`` (n rows: set, item, condition, pool,
+position, text, labels), as ``load_activations`` returns them from a run's ``activations/`` folder;
+``ActivationReader`` reads that folder memory-mapped, by rows or in (shuffled) batches. The logit lens (``lens``)
+turns scores read out at intermediate layers into tables."""
+from .activations import (ActivationReader, ActivationWriter, activation_sites, load_activations, pool_tokens,
+                          sorted_sites)
 from .encoding import ALPHAS, ENCODING_COLUMNS, encode_layers, ridge_gcv, split_half_ceiling
 from .probes import (PROBE_COLUMNS, check_features, control_labels, group_folds, group_permutation,
-                     labels_from_conditions, probe_layers, site_layer, site_matrix, sorted_sites)
+                     labels_from_conditions, probe_layers, site_layer, site_matrix)
 from .lens import emergence, lens_accuracy, lens_tables
 from .similarity import RSA_COLUMNS, condition_rdms, factor_rdm, layer_rsa
 
-__all__ = ["ActivationWriter", "activation_sites", "emergence", "lens_accuracy", "lens_tables", "load_activations",
-           "pool_tokens", "ALPHAS", "ENCODING_COLUMNS", "PROBE_COLUMNS", "RSA_COLUMNS", "check_features",
-           "condition_rdms", "control_labels", "encode_layers", "factor_rdm", "group_folds", "group_permutation",
-           "labels_from_conditions", "layer_rsa", "probe_layers", "ridge_gcv", "site_layer", "site_matrix",
-           "sorted_sites", "split_half_ceiling"]
+__all__ = ["ActivationReader", "ActivationWriter", "activation_sites", "emergence", "lens_accuracy", "lens_tables",
+           "load_activations", "pool_tokens", "ALPHAS", "ENCODING_COLUMNS", "PROBE_COLUMNS", "RSA_COLUMNS",
+           "check_features", "condition_rdms", "control_labels", "encode_layers", "factor_rdm", "group_folds",
+           "group_permutation", "labels_from_conditions", "layer_rsa", "probe_layers", "ridge_gcv", "site_layer",
+           "site_matrix", "sorted_sites", "split_half_ceiling"]

@@ -1,9 +1,10 @@
 """The logit lens: surprisal of every word and region read out from intermediate layers, and the layer at which
 each minimal-pair prediction emerges.
 
-The model's own final norm and unembedding are applied to the residual stream after each requested layer
-(``psyling.models.capture.LensHead``); word surprisal then follows exactly the same path as the model's own
-(Pimentel & Meister correction included), so at the last layer the lens equals the model's surprisal.
+The causal scorer applies the model's own final norm and unembedding to the residual stream after each requested
+layer (``psyling.models.architecture.LensHead``, in the same forward pass; ``TokenScores.at_layer`` gives the
+scores read there); word surprisal then follows exactly the same path as the model's own (Pimentel & Meister
+correction included), so at the last layer the lens equals the model's surprisal.
 """
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 """Linear probes per layer with item-grouped cross-validation, a Hewitt & Liang (2019) control task, a majority
 baseline, group-bootstrap CIs and permutation p-values; plus the helpers the other layer analyses share (site
-order, grouped folds, restricted permutations)."""
+layer and order, feature checks, grouped folds, restricted permutations)."""
 from __future__ import annotations
 
-import re
 import warnings
 
 import numpy as np
@@ -16,30 +15,19 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..errors import PsylingError
+from ..models.hooks import parse_site
 from ..stats.compare import benjamini_hochberg
+from .activations import sorted_sites
 
 CONTROLS = ("shuffle_within_type",)
-KIND_ORDER = {"attn": 0, "mlp": 1, "resid": 2}  # within one layer number: attention, MLP, then the block output
 N_BOOT = 1000        # group-bootstrap resamples for the accuracy CIs
 PERMUTATION_ALPHA = 1.0  # ridge penalty of the permutation classifier, times the number of training rows
 PROBE_COLUMNS = ["site", "layer", "metric", "value", "ci_low", "ci_high", "n", "n_excluded"]
-_SITE = re.compile(r"^([A-Za-z_]\w*)\.(\d+)$")
 
 
 def site_layer(site: str) -> int:
-    """The layer number of a site name such as ``resid.12``, ``attn.3`` or ``mlp.3`` (``resid.0``: embeddings)."""
-    match = _SITE.match(site)
-    if not match:
-        raise PsylingError(f"activation site {site!r}: expected a name like 'resid.3', 'attn.3' or 'mlp.3'")
-    return int(match.group(2))
-
-
-def sorted_sites(sites: object) -> list[str]:
-    """Site names ordered by layer number, then attention, MLP and residual stream within a layer."""
-    def key(site: str) -> tuple[int, int, str]:
-        kind = site.split(".")[0]
-        return site_layer(site), KIND_ORDER.get(kind, len(KIND_ORDER)), site
-    return sorted(sites, key=key)
+    """The layer number of a site name such as ``resid.12``, ``attn.3`` or ``head.3.5`` (``resid.0``: embeddings)."""
+    return parse_site(site).layer
 
 
 def check_features(features: dict[str, np.ndarray], n: int) -> list[str]:

@@ -34,31 +34,31 @@ def factor_rdm(factors: dict[str, list[str]], conditions: list[str], factor: str
     return pd.DataFrame(distance, index=list(conditions), columns=list(conditions))
 
 
-def _cells(meta: pd.DataFrame, conditions: list[str], set_name: str | None, unit: str,
+def _cells(meta: pd.DataFrame, conditions: list[str], set_name: str | None, pool: str,
            position: int | None) -> tuple[sparse.csr_matrix, list, int]:
     """A [items x conditions, n] averaging matrix over the rows of each complete item (every condition present),
     the items kept, and the number of items excluded for a missing condition."""
-    missing = [c for c in ("set", "item", "condition", "unit", "position") if c not in meta.columns]
+    missing = [c for c in ("set", "item", "condition", "pool", "position") if c not in meta.columns]
     if missing:
         raise PsylingError(f"representational similarity: meta lacks column(s) {', '.join(missing)}")
     sets = pd.unique(meta["set"])
     if set_name is None and len(sets) > 1:
         raise PsylingError(f"representational similarity: meta holds several sets ({', '.join(map(str, sets))}); "
                            "choose one with set_name")
-    mask = (meta["unit"] == unit) & meta["condition"].isin(conditions)
+    mask = (meta["pool"] == pool) & meta["condition"].isin(conditions)
     if set_name is not None:
         mask &= meta["set"] == set_name
     if position is not None:
         mask &= meta["position"] == position
     rows = np.flatnonzero(mask.to_numpy())
     if len(rows) == 0:
-        raise PsylingError(f"representational similarity: no {unit} rows for set {set_name or sets[0]!r}, "
+        raise PsylingError(f"representational similarity: no {pool} rows for set {set_name or sets[0]!r}, "
                            f"position {position}, conditions {', '.join(conditions)}")
     chosen = meta.iloc[rows]
     if chosen["item"].isna().any():
         raise PsylingError("representational similarity: meta has rows without an item")
     if position is not None and chosen.duplicated(["item", "condition"]).any():
-        raise PsylingError(f"representational similarity: several {unit} rows at position {position} for one "
+        raise PsylingError(f"representational similarity: several {pool} rows at position {position} for one "
                            "item and condition")
     present = chosen.groupby("item")["condition"].nunique()
     complete = present[present == len(conditions)].index
@@ -90,22 +90,23 @@ def _mean_rdm(vectors: np.ndarray, metric: str) -> np.ndarray:
 
 
 def condition_rdms(features: dict[str, np.ndarray], meta: pd.DataFrame, conditions: list[str],
-                   set_name: str | None = None, unit: str = "region", position: int | None = None,
+                   set_name: str | None = None, pool: str = "region", position: int | None = None,
                    metric: str = "correlation") -> dict[str, pd.DataFrame]:
     """Per site, the condition x condition dissimilarity matrix averaged over items: per item, 1 - Pearson r
-    (``metric="correlation"``) or the Euclidean distance between the vectors of the ``unit`` at ``position``
-    (e.g. a region number), or, with ``position=None``, between the means of all the ``unit`` rows of each item and
-    condition (a sentence vector). Items lacking a condition are left out (``layer_rsa`` counts them)."""
-    return _rdms(features, meta, list(conditions), set_name, unit, position, metric)[0]
+    (``metric="correlation"``) or the Euclidean distance between the vectors of the ``pool`` unit (the meta's
+    ``pool`` column: region, word or token) at ``position`` (e.g. a region number), or, with ``position=None``,
+    between the means of all its rows of each item and condition (a sentence vector). Items lacking a condition
+    are left out (``layer_rsa`` counts them)."""
+    return _rdms(features, meta, list(conditions), set_name, pool, position, metric)[0]
 
 
 def _rdms(features: dict[str, np.ndarray], meta: pd.DataFrame, conditions: list[str], set_name: str | None,
-          unit: str, position: int | None, metric: str) -> tuple[dict[str, pd.DataFrame], int, int]:
+          pool: str, position: int | None, metric: str) -> tuple[dict[str, pd.DataFrame], int, int]:
     if metric not in METRICS:
         raise PsylingError(f"representational similarity: unknown metric {metric!r} (choose from: "
                            f"{', '.join(METRICS)})")
     sites = check_features(features, len(meta))
-    averaging, items, excluded = _cells(meta, conditions, set_name, unit, position)
+    averaging, items, excluded = _cells(meta, conditions, set_name, pool, position)
     if not items:
         raise PsylingError("representational similarity: no item has all of the conditions "
                            f"{', '.join(conditions)}")
@@ -140,7 +141,7 @@ def _permutations(n: int, n_permutations: int, rng: np.random.Generator) -> tupl
 
 
 def layer_rsa(features: dict[str, np.ndarray], meta: pd.DataFrame, theory: pd.DataFrame,
-              set_name: str | None = None, unit: str = "region", position: int | None = None,
+              set_name: str | None = None, pool: str = "region", position: int | None = None,
               metric: str = "correlation", n_permutations: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Per site, Spearman's rho between the upper triangles of the item-averaged dissimilarity matrix
     (``condition_rdms``) and ``theory`` (a condition x condition DataFrame, e.g. ``factor_rdm`` or human
@@ -153,7 +154,7 @@ def layer_rsa(features: dict[str, np.ndarray], meta: pd.DataFrame, theory: pd.Da
     ``q_value``: Benjamini-Hochberg over sites. Items missing a condition are excluded and counted. A site whose
     averaged matrix is constant above the diagonal gets rho and p NaN."""
     conditions, values = _theory_matrix(theory)
-    rdms, n_items, excluded = _rdms(features, meta, conditions, set_name, unit, position, metric)
+    rdms, n_items, excluded = _rdms(features, meta, conditions, set_name, pool, position, metric)
     upper = np.triu_indices(len(conditions), k=1)
     theory_ranks = rankdata(values[upper])
     if np.ptp(theory_ranks) == 0:

@@ -48,6 +48,9 @@ NATURAL_STORIES_COLUMNS = {
 UCL_LMS = {"GPT2": "GPT-2 small", "GPT2_medium": "GPT-2 medium", "GPT2_large": "GPT-2 large", "GPT2_xl": "GPT-2 xl",
            "GPTNeo_125M": "GPT-Neo 125M", "GPTNeo": "GPT-Neo 1.3B", "GPTNeo_2.7B": "GPT-Neo 2.7B"}
 UCL_TEXT_COLUMNS = ("item", "word", "word2", "sentence", "context_length")
+# human measure (the schema's spelling) -> (UCL column, unit): what linking functions and encoding predict
+UCL_MEASURES = {"SPR": ("self_paced_reading_time", "ms"), "eye-tracking": ("RTfirstpass", "ms"),
+                "ERP-N400": ("N400", "µV")}
 UCL_COLUMNS = {
     "sent_id": "sentence number in the UCL corpus (the psyling item id as a number)",
     "item_id": "the resource's word id (1..1726), not the psyling item",

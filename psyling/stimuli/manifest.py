@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from ..errors import StimulusError
-from .schema import SCHEMA_VERSION, Condition, HumanFinding, Item, StimulusSet, parse_predictions
+from .schema import HUMAN_MEASURES, SCHEMA_VERSION, Condition, HumanFinding, Item, StimulusSet, parse_predictions
 
 REQUIRED = ("name", "phenomenon", "citation", "regions", "conditions", "items", "predictions")
 OPTIONAL_TEXT = ("version", "description", "language", "license", "metric", "segmentation")
@@ -59,6 +59,9 @@ def _human(value: Any, source: str) -> HumanFinding | None:
     for key in ("measure", "direction", "source"):
         if not isinstance(value.get(key), str) or not value[key].strip():
             raise StimulusError("missing or not a string", file=source, field=f"human.{key}")
+    if value["measure"] not in HUMAN_MEASURES:
+        raise StimulusError(f"unknown measure {value['measure']!r} (choose from {', '.join(HUMAN_MEASURES)})",
+                            file=source, field="human.measure")
     ci = value.get("ci")
     if ci is not None and not (isinstance(ci, list) and len(ci) == 2
                                and all(isinstance(v, (int, float)) for v in ci)):

@@ -14,6 +14,7 @@ from .formula import FormulaError, Node, Term, parse_expression, parse_formula, 
 SCHEMA_VERSION = 1
 WHOLE_SENTENCE = "*"
 SEGMENTATIONS = ("whitespace", "none")
+# the only spellings of a set's human.measure (checked when a manifest is read)
 HUMAN_MEASURES = ("SPR", "eye-tracking", "ERP-N400", "ERP-P600", "acceptability", "cloze", "other")
 
 
