@@ -1,12 +1,6 @@
-"""Reproduction: surprisal improves a regression model of self-paced reading times on the Natural Stories corpus
-(Futrell et al. 2021), for GPT-3 (davinci) log-probs released with the corpus and for a model scored by psyling.
-
-Target: mean RT per word over participants (meanItemRT, ms). Baseline: word length, log frequency (wordfreq Zipf),
-position in the story, and the length and frequency of the two previous words; tested predictors: surprisal (bits)
-of the word and of the two previous words (spillover 2). 10-fold cross-validation with whole stories per fold
-(the corpus has 10 stories: leave one story out). ΔLL in nats per word. Surprisal improving the fit of reading
-times is the standard result on this corpus (e.g. Wilcox et al. 2020, CogSci; Oh & Schuler 2023, TACL); their
-numbers come from per-participant data and other regressions, so the expectation here is ΔLL > 0 with p < .05.
+"""Reproduction: surprisal improves a regression model of self-paced reading times on Natural Stories, for the
+released GPT-3 (davinci) log-probs and for a model scored by psyling (the figures checked are ``psyling reproduce
+naturalstories-delta-ll``; see psyling/reproductions/naturalstories.py).
 
 Usage: python3 analyses/naturalstories_delta_ll.py [--data-root PATH] [--model smollm2-135m] [--no-model]
 """
@@ -15,45 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
-import pandas as pd
-
-import psyling
 from psyling.errors import PsylingError
-from psyling.stats.regression import DeltaLL, add_spillover, baseline_predictors, delta_loglik
+from psyling.reproductions.naturalstories import (ALPHA, MODEL, TARGET, naturalstories_delta_ll,
+                                                  psyling_surprisal)
+from psyling.stats.regression import DeltaLL
 from psyling.stimuli.batteries import data_root
 from psyling.stimuli.corpora import load_natural_stories
-
-TARGET = "meanItemRT"
-LAGS = (1, 2)
-BASELINE = ["word_length", "zipf_freq", "word_position"] + [
-    f"{c}_prev{lag}" for c in ("word_length", "zipf_freq") for lag in LAGS]
-ALPHA = 0.05
-
-
-def psyling_surprisal(model: Any, root: Path, batch_size: int = 4) -> pd.DataFrame:
-    """Score the corpus with ``model`` (a name or a LanguageModel) through ``psyling.run`` and return the corpus
-    words table with ``surprisal``, ``surprisal_raw`` (bits) and ``n_tokens`` joined on (item, word_index)."""
-    corpus = load_natural_stories(root)
-    result = psyling.run(model, stimuli=[corpus.stimuli], progress=False, batch_size=batch_size)
-    if result.errors:
-        raise PsylingError(f"scoring Natural Stories failed: {result.errors[0]}")
-    scored = result.words[["item", "word_index", "word", "surprisal", "surprisal_raw", "n_tokens"]]
-    joined = corpus.words.merge(scored, on=["item", "word_index"], how="left", suffixes=("", "_scored"),
-                                validate="one_to_one", indicator=True)
-    unmatched = int((joined["_merge"] != "both").sum()) + len(scored) - len(corpus.words)
-    if unmatched or (joined["word"] != joined["word_scored"]).any():
-        raise PsylingError(f"psyling's words do not join 1:1 onto the Natural Stories words ({unmatched} unmatched)")
-    return joined.drop(columns=["_merge", "word_scored"])
-
-
-def naturalstories_delta_ll(words: pd.DataFrame, surprisal: str, folds: int = 10, seed: int = 0) -> DeltaLL:
-    """ΔLL per word of ``surprisal`` (and its spillover 1-2) on mean RT over the baseline (see module doc)."""
-    data = baseline_predictors(words)
-    data = add_spillover(data, [surprisal, "word_length", "zipf_freq"], lags=LAGS)
-    predictors = [surprisal] + [f"{surprisal}_prev{lag}" for lag in LAGS]
-    return delta_loglik(data, TARGET, BASELINE, predictors, folds=folds, seed=seed)
 
 
 def _row(label: str, fit: DeltaLL) -> str:
@@ -67,13 +30,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", "--data", type=Path, default=None,
                         help="folder of published datasets (default: PSYLING_DATA or ../shared/data)")
-    parser.add_argument("--model", default="smollm2-135m", help="model scored by psyling (default smollm2-135m)")
+    parser.add_argument("--model", default=MODEL, help=f"model scored by psyling (default {MODEL})")
     parser.add_argument("--no-model", action="store_true", help="only the released GPT-3 surprisal")
     args = parser.parse_args(argv)
-    root = args.data_root or data_root()
-    fits = {"GPT-3 davinci": naturalstories_delta_ll(load_natural_stories(root).words, "gpt3_surprisal")}
-    if not args.no_model:
-        fits[args.model] = naturalstories_delta_ll(psyling_surprisal(args.model, root), "surprisal")
+    try:
+        root = args.data_root or data_root()
+        fits = {"GPT-3 davinci": naturalstories_delta_ll(load_natural_stories(root).words, "gpt3_surprisal")}
+        if not args.no_model:
+            fits[args.model] = naturalstories_delta_ll(psyling_surprisal(args.model, root), "surprisal")
+    except PsylingError as exc:
+        print(f"naturalstories_delta_ll: error: {exc}", file=sys.stderr)
+        return 2
     print(f"Natural Stories: ΔLL per word (nats) on {TARGET}, leave-one-story-out CV, surprisal + spillover 1-2")
     print(f"{'surprisal':<16} {'n':>6} {'drop':>4} {'ΔLL':>8} {'SE':>7} {'p':>8} {'in-samp':>8}  "
           f"[ms/bit lag 0, 1, 2]  expected")

@@ -4,25 +4,45 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from ..errors import StimulusError
+from ..errors import PsylingError, StimulusError
 from .io import discover
 from .manifest import read_manifest
 
 DATA_PREFIX = "data:"
+PACKAGE = Path(__file__).resolve().parents[1]
+# where a wheel installs the repository's stimuli/ (pyproject.toml maps the package psyling.library onto it)
+INSTALLED_STIMULI = PACKAGE / "library"
+
+
+def checkout_root() -> Optional[Path]:
+    """The repository checkout psyling is imported from (a source tree or an editable install), else None."""
+    root = PACKAGE.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "stimuli" / "batteries").is_dir() else None
 
 
 def stimuli_root() -> Path:
-    """The folder holding psyling's curated stimuli and batteries (PSYLING_STIMULI overrides)."""
+    """The folder of psyling's curated sets and batteries: PSYLING_STIMULI, else the copy a wheel installs
+    inside the package, else the checkout's stimuli/."""
     env = os.environ.get("PSYLING_STIMULI")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "stimuli"
+    if env:
+        return Path(env)
+    return INSTALLED_STIMULI if INSTALLED_STIMULI.is_dir() else PACKAGE.parent / "stimuli"
 
 
 def data_root() -> Path:
-    """Where published datasets are read from: PSYLING_DATA, else ../shared/data beside the repository."""
+    """Where published datasets are read from: PSYLING_DATA, else ../shared/data beside the repository checkout.
+
+    Without PSYLING_DATA outside a checkout (an installed wheel) there is no default: a one-line PsylingError."""
     env = os.environ.get("PSYLING_DATA")
-    return Path(env) if env else stimuli_root().parent.parent / "shared" / "data"
+    if env:
+        return Path(env)
+    checkout = checkout_root()
+    if checkout is None:
+        raise PsylingError("set PSYLING_DATA to the folder of published datasets (psyling is not run from a "
+                           "repository checkout, so there is no ../shared/data to default to)")
+    return checkout.parent / "shared" / "data"
 
 
 @dataclass
@@ -38,21 +58,28 @@ class Battery:
     def external(self) -> bool:
         return any(e.startswith(DATA_PREFIX) for e in self.entries)
 
-    def files(self) -> list[Path]:
-        """The stimulus files of the battery; published data is looked up under the data root."""
+    def files(self, data: Optional[Path] = None) -> list[Path]:
+        """The stimulus files of the battery; published data is looked up under ``data`` (default: the data
+        root, see :func:`data_root`)."""
         out = []
         for entry in self.entries:
-            if entry.startswith(DATA_PREFIX):
-                root = data_root()
-                path = root / entry[len(DATA_PREFIX):]
-                if not path.exists():
-                    raise StimulusError(f"battery {self.name!r} reads {path}, which does not exist "
-                                        f"(set PSYLING_DATA to the folder of published datasets)",
-                                        file=str(self.source), field="sets")
-            else:
-                path = (self.source.parent / entry).resolve()
+            path = (self._published(entry[len(DATA_PREFIX):], data) if entry.startswith(DATA_PREFIX)
+                    else (self.source.parent / entry).resolve())
             out.extend(discover(path))
         return out
+
+    def _published(self, relative: str, data: Optional[Path]) -> Path:
+        """``relative`` under the data root; a one-line error naming the battery when it is not there."""
+        try:
+            path = (data if data is not None else data_root()) / relative
+        except PsylingError as exc:
+            raise StimulusError(f"reads published data ({relative}): {exc}", file=str(self.source),
+                                field="sets") from None
+        if not path.exists():
+            raise StimulusError(f"battery {self.name!r} reads {path}, which does not exist "
+                                f"(set PSYLING_DATA to the folder of published datasets)",
+                                file=str(self.source), field="sets")
+        return path
 
 
 def battery_names() -> list[str]:
