@@ -150,7 +150,7 @@ def _write_analysis(result: AnalysisResult, manifest: dict[str, Any], sets: list
                     regions: pd.DataFrame, plots: bool) -> None:
     """Write RUN_DIR/analysis in one step (``psyling.runs.sub_output``: no file of an earlier analysis stays);
     ``result.plots`` get their final paths."""
-    with sub_output(result.out.parent, ANALYSIS) as out:
+    with sub_output(result.out.parent, ANALYSIS, expected=manifest) as out:
         for name, table in (("comparison", result.comparison), ("mixed", result.mixed),
                             ("accuracy_by_phenomenon", result.accuracy)):
             write_parquet(out / f"{name}.parquet", table)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .api import gather_stimuli, set_requests
 from .errors import PsylingError
-from .models import CausalScorer, LanguageModel, ScoreRequest, load_model
+from .models import LanguageModel, ScoreRequest, ScoringOptions, load_model, make_scorer
 
 TOLERANCE_BITS = 1e-4
 CHECK_COLUMNS = ["comparison", "n_sequences", "max_abs_diff_bits", "mean_abs_diff_bits", "tolerance_bits", "passed"]
@@ -48,7 +48,7 @@ def check_model(model: Union[str, LanguageModel], requests: list[ScoreRequest], 
     if not requests:
         raise PsylingError("no requests to check")
     lm = model if isinstance(model, LanguageModel) else load_model(model, device=device)
-    padded = CausalScorer(lm, batch_size=batch_size, reuse_prefix=False, progress=False)
+    padded = make_scorer(lm, ScoringOptions(batch_size=batch_size, reuse_prefix=False), progress=False)
     alone = padded.with_options(batch_size=1).score(requests)
     right = padded.score(requests)
     n = len(requests)
@@ -62,7 +62,8 @@ def check_model(model: Union[str, LanguageModel], requests: list[ScoreRequest], 
     for dtype in dtypes:
         if isinstance(model, LanguageModel):
             raise PsylingError("the dtype comparison loads the model again: pass its name, not a loaded model")
-        other = CausalScorer(load_model(model, dtype=dtype, device=device), batch_size=batch_size, progress=False)
+        other = make_scorer(load_model(model, dtype=dtype, device=device), ScoringOptions(batch_size=batch_size),
+                            progress=False)
         rows.append(_row(f"{dtype} vs float32 (informative: a lower precision changes the numbers)",
                          _diff(other.score(requests), alone), n, None))
     return pd.DataFrame(rows, columns=CHECK_COLUMNS)

@@ -184,9 +184,7 @@ def _run(args: argparse.Namespace) -> int:
     saved = f"; prefix reuse saved {reuse['saved_fraction']:.0%} of tokens" if reuse["enabled"] else ""
     print(f"\n{timing['tokens_scored']} tokens in {timing['scoring_s']:.1f} s{saved}; invariance "
           f"max |diff| {check.get('max_abs_diff_bits', float('nan')):.1e} bits; outputs in {args.out}")
-    for line in result.errors:
-        print(f"psyling: skipped: {line}", file=sys.stderr)
-    return USER_ERROR if result.errors else 0
+    return _skipped(result.errors)
 
 
 def _lens(args: argparse.Namespace) -> int:
@@ -195,12 +193,20 @@ def _lens(args: argparse.Namespace) -> int:
 
     config = _run_config(args, lens=_layers(args.layers) or "all")
     result = run(config, out=args.out, replace=args.replace, progress=not args.quiet)
-    print(_lens_accuracy_lines(result.lens["lens_predictions"]))
-    emerged = result.lens["lens_emergence"]["emerges_at"]
-    print(f"\npredictions holding at the last layer emerge at layer {emerged.median():.0f} (median; "
-          f"{emerged.notna().sum()} of {len(emerged)} item predictions hold at the last layer)")
-    print(f"{len(lens_plots(args.out))} plots and lens_*.parquet in {args.out}")
-    return 0
+    if result.lens:
+        print(_lens_accuracy_lines(result.lens["lens_predictions"]))
+        emerged = result.lens["lens_emergence"]["emerges_at"]
+        print(f"\npredictions holding at the last layer emerge at layer {emerged.median():.0f} (median; "
+              f"{emerged.notna().sum()} of {len(emerged)} item predictions hold at the last layer)")
+        print(f"{len(lens_plots(args.out))} plots and lens_*.parquet in {args.out}")
+    return _skipped(result.errors)
+
+
+def _skipped(errors: Sequence[str]) -> int:
+    """Print the files and sets a command could not use (one line each); the exit code: 2 if any."""
+    for line in errors:
+        print(f"psyling: skipped: {line}", file=sys.stderr)
+    return USER_ERROR if errors else 0
 
 
 def _encode(args: argparse.Namespace) -> int:
@@ -227,9 +233,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(format_summary(result.summary))
     if args.battery:
         print(_battery_score(args.battery, result.predictions))
-    for line in result.errors:
-        print(f"psyling: skipped: {line}", file=sys.stderr)
-    return USER_ERROR if result.errors else 0
+    return _skipped(result.errors)
 
 
 def _reproduce(args: argparse.Namespace) -> int:

@@ -148,7 +148,8 @@ def _from_legacy(manifest: dict[str, Any]) -> RunConfig:
     spec = ModelSpec(model.get("id", ModelSpec().name), model.get("revision"), settings.get("dtype", "float32"),
                      settings.get("device", "cpu"), bool(model.get("trust_remote_code", False)))
     reuse = (settings.get("prefix_reuse") or {}).get("enabled")
-    scoring = ScoringOptions(context_token=(settings.get("context_token") or {}).get("id"),
+    context = settings.get("context_token")  # {"id", "token"}, or a sentence (minicons: the tokenizer's own)
+    scoring = ScoringOptions(context_token=context.get("id") if isinstance(context, dict) else None,
                              batch_size=settings.get("batch_size", 32), max_tokens=settings.get("max_tokens"),
                              padding_side=settings.get("padding_side", "right"), reuse_prefix=reuse,
                              convention=(settings.get("convention") or {}).get("name", "psyling"),

@@ -53,11 +53,11 @@ def probe_run(run_dir: Union[str, Path], factor: str, sets: Sequence[str] = (), 
     table = probe_layers(features, meta, "label", group="group", folds=folds, n_permutations=n_permutations)
     name = f"interp/probe_{factor}" + (f"_{region}" if region else "")
     labelled = table.assign(sets=",".join(s.name for s in chosen))
-    write_sub_output(run_dir, f"{name}.parquet", lambda p: labelled.to_parquet(p, index=False))
+    write_sub_output(run_dir, f"{name}.parquet", lambda p: labelled.to_parquet(p, index=False), manifest)
     if plots:
         title = f"probe for {factor}{f' at {region}' if region else ''} ({', '.join(s.name for s in chosen)})"
         write_sub_output(run_dir, f"{name}.png", lambda p: layer_curve(
-            table, ["accuracy", "control_accuracy", "selectivity"], p, title))
+            table, ["accuracy", "control_accuracy", "selectivity"], p, title), manifest)
     return table
 
 

@@ -106,7 +106,7 @@ def _recover(out: Path) -> None:
     delete staging folders and runs that were replaced (the caller holds the lock)."""
     pattern = re.compile(rf"^\.{re.escape(out.name)}\.\d+-[0-9a-f]{{12}}\.(run|old|sub)$")
     leftovers = sorted(p for p in out.parent.iterdir() if pattern.match(p.name) and p.is_dir())
-    old = [p for p in leftovers if p.suffix == ".old"]
+    old = [p for p in leftovers if p.suffix == ".old" and not (p / INCOMPLETE).exists()]  # not half deleted
     if not out.exists() and old:
         os.replace(old.pop(), out)
     for path in leftovers:
@@ -292,12 +292,20 @@ def list_runs(folder: Union[str, Path]) -> list[Path]:
     return sorted(found)
 
 
+def _same_run(run_dir: Path, expected: Optional[dict[str, Any]]) -> None:
+    """Under the lock: the run is still the one whose manifest the caller read (not replaced meanwhile)."""
+    if expected is not None and read_manifest(run_dir) != expected:
+        raise PsylingError(f"{run_dir}: the run was replaced while this was being computed; run the command again")
+
+
 @contextmanager
-def sub_output(run_dir: Union[str, Path], name: str) -> Iterator[Path]:
+def sub_output(run_dir: Union[str, Path], name: str, expected: Optional[dict[str, Any]] = None) -> Iterator[Path]:
     """A fresh folder to fill with RUN_DIR/NAME (e.g. ``analysis``); when the block ends without an error it
-    replaces RUN_DIR/NAME in one step (nothing of the previous one stays), under the run's lock."""
+    replaces RUN_DIR/NAME in one step (nothing of the previous one stays), under the run's lock. ``expected``:
+    the manifest the outputs were computed from; a run replaced since is an error, not a mixed run."""
     run_dir = check_run(Path(run_dir).absolute(), (MANIFEST,))
     with locked(run_dir):
+        _same_run(run_dir, expected)
         _recover(run_dir / name)
         staging = run_dir / unique_name(name, "sub")
         try:
@@ -310,12 +318,14 @@ def sub_output(run_dir: Union[str, Path], name: str) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_sub_output(run_dir: Union[str, Path], relpath: str, write: Callable[[Path], Any]) -> Path:
+def write_sub_output(run_dir: Union[str, Path], relpath: str, write: Callable[[Path], Any],
+                     expected: Optional[dict[str, Any]] = None) -> Path:
     """Write one file into a finished run (e.g. ``interp/probe_number.parquet``) atomically, under the run's
-    lock: ``write(path)`` gets a temporary path with the file's suffix."""
+    lock: ``write(path)`` gets a temporary path with the file's suffix. ``expected`` as for ``sub_output``."""
     run_dir = check_run(Path(run_dir).absolute(), (MANIFEST,))
     target = run_dir / relpath
     with locked(run_dir):
+        _same_run(run_dir, expected)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             return atomic_write(target, write, keep_suffix=True)

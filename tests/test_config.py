@@ -116,3 +116,17 @@ def test_a_run_records_its_config_and_a_config_reruns_it(bpe_llama, tmp_path):
     assert again.manifest["config"] == first.manifest["config"]
     assert again.regions.equals(first.regions) and again.predictions.equals(first.predictions)
     assert first.manifest["settings"]["max_tokens"] == 40 and first.manifest["settings"]["batch_size"] == 3
+
+
+def test_activations_may_be_given_as_site_kinds():
+    config = RunConfig.build("smollm2-135m", activations="resid, mlp")
+    assert config.scoring.capture == CaptureSpec(("resid", "mlp"))
+    with pytest.raises(PsylingError, match="activations must be site kinds"):
+        RunConfig.build("smollm2-135m", activations=3)
+
+
+def test_a_minicons_manifest_without_a_config_is_rebuilt():
+    manifest = {"model": {"id": "m"}, "settings": {"context_token": "the tokenizer's own special tokens (minicons)",
+                                                  "convention": {"name": "minicons"}}}
+    config = RunConfig.from_manifest(manifest)
+    assert config.scoring.context_token is None and config.scoring.convention == "minicons"

@@ -155,7 +155,7 @@ def test_packed_positions_shared_by_sequences_cannot_be_replaced_for_one(bpe_lla
     seqs = [ids(lm, "The keys to the cabinet are here."), ids(lm, "The keys to the cabinet is here.")]
     batch = packed_plan(seqs, 256, 4096)[0]
     runner = ForwardRunner(lm)
-    with pytest.raises(ModelError, match="shares these positions"):
+    with pytest.raises(ModelError, match="packed row shares"):
         runner.run(batch, interventions=[Intervention("resid.1", "add", 1.0, sequence=0, positions=[1])])
     runner.run(batch, interventions=[Intervention("resid.1", "add", 1.0, sequence=0, positions=[-1])])
 
@@ -193,3 +193,31 @@ def test_a_scorer_applies_interventions_to_every_sequence_with_and_without_prefi
     assert abs(logprobs[torch.arange(len(target)), target].numpy() - packed[0].logprob).max() <= 1e-5
     with pytest.raises(ModelError, match="every sequence"):
         scorer.with_interventions([Intervention("mlp.2", "scale", 0.0, sequence=0)])
+
+
+def test_positional_interventions_are_never_applied_to_a_shared_packed_prefix(bpe_llama):
+    from psyling.models import CausalScorer, ScoreRequest
+
+    requests = [ScoreRequest((0,), "The keys"), ScoreRequest((1,), "The keys to the cabinet")]
+    last = [Intervention("resid.1", "add", 0.5, positions=[-1])]
+    seqs = [CausalScorer(bpe_llama).encode(r).sequence for r in requests]
+    with pytest.raises(ModelError, match="packed row shares"):  # the short one's last token is the long one's prefix
+        ForwardRunner(bpe_llama).run(packed_plan(seqs, 256, 4096)[0], interventions=last)
+    scorer = CausalScorer(bpe_llama, progress=False).with_interventions(last)
+    assert not scorer.reuse_prefix  # positional interventions run padded
+    alone = scorer.with_options(batch_size=1).score(requests)
+    for a, b in zip(scorer.score(requests), alone):
+        assert abs(a.logprob - b.logprob).max() <= 1e-5
+
+
+def test_a_value_of_the_wrong_shape_is_a_one_line_error(bpe_llama):
+    seq = ids(bpe_llama, SENTENCES[0])
+    with pytest.raises(ModelError, match=r"does not fit the \(3, 64\) activations"):
+        ForwardRunner(bpe_llama).run_sequences([seq], interventions=[
+            Intervention("resid.1", "set", torch.zeros(2, 64), positions=[1, 2, 3])])
+
+
+def test_bert_hooks_only_its_residual_stream():
+    bert = tiny_bert()
+    with pytest.raises(ModelError, match="only its residual stream"):
+        ForwardRunner(bert).run_sequences([[2, 5, 6, 3]], record=["mlp.1"])

@@ -270,6 +270,22 @@ def test_analysis_is_replaced_whole_and_sub_outputs_are_atomic(tmp_path):
         runs.write_sub_output(tmp_path / "nowhere", "interp/x.parquet", lambda p: None)
 
 
+def test_outputs_of_a_run_replaced_meanwhile_are_refused(tmp_path):
+    out = tmp_path / "run"
+    runs.write_run(out, *outputs("x"))
+    read = runs.read_manifest(out)  # e.g. analyze reads the run, then computes for minutes
+    runs.write_run(out, *outputs("y"), replace=True)
+    with pytest.raises(PsylingError, match="replaced while this was being computed"):
+        with runs.sub_output(out, runs.ANALYSIS, expected=read):
+            pass
+    with pytest.raises(PsylingError, match="replaced while"):
+        runs.write_sub_output(out, "interp/p.parquet", lambda p: None, expected=read)
+    assert not (out / runs.ANALYSIS).exists() and not (out / "interp").exists()
+    with runs.sub_output(out, runs.ANALYSIS, expected=runs.read_manifest(out)) as folder:
+        (folder / "ok.csv").write_text("1")
+    assert (out / runs.ANALYSIS / "ok.csv").is_file()
+
+
 def test_list_runs_finds_complete_runs_only(tmp_path):
     for name in ("a", "nested/b"):
         runs.write_run(tmp_path / name, *outputs(name))

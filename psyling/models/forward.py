@@ -31,10 +31,6 @@ class ModelInputs:
     position_ids: Optional[torch.Tensor]
     columns: list[list[int]]
 
-    @property
-    def width(self) -> int:
-        return self.input_ids.shape[1]
-
 
 @dataclass
 class ForwardPass:
@@ -89,32 +85,36 @@ def batch_inputs(batch: Batch, padding_side: str = "right") -> ModelInputs:
 
 
 def place(interventions: Sequence[Intervention], inputs: ModelInputs) -> list[Placed]:
-    """Flat positions of each intervention; a position that a packed row shares with another sequence cannot
-    be changed for one sequence alone (run such sequences padded)."""
-    owners: dict[int, int] = {}
-    for columns in inputs.columns:
+    """Flat positions of each intervention. A position that a packed row shares between sequences changes
+    only if the intervention selects it in every one of them (else: run such sequences padded)."""
+    owners: dict[int, set[int]] = {}
+    for s, columns in enumerate(inputs.columns):
         for c in columns:
-            owners[c] = owners.get(c, 0) + 1
-    placed = []
-    for iv in interventions:
-        sequences = range(len(inputs.columns)) if iv.sequence is None else [iv.sequence]
-        flat = []
-        for s in sequences:
-            if not 0 <= s < len(inputs.columns):
-                raise ModelError(f"intervention at {iv.site}: sequence {s} is not in the batch "
-                                 f"({len(inputs.columns)} sequences)")
-            columns = inputs.columns[s]
-            chosen = range(len(columns)) if iv.positions is None else iv.positions
-            bad = [p for p in chosen if not -len(columns) <= p < len(columns)]
-            if bad:
-                raise ModelError(f"intervention at {iv.site}: position {bad[0]} is outside sequence {s} "
-                                 f"({len(columns)} tokens)")
-            flat += [columns[p] for p in chosen]
-        if iv.sequence is not None and any(owners[c] > 1 for c in flat):
-            raise ModelError(f"intervention at {iv.site}: sequence {iv.sequence} shares these positions with "
-                             "another sequence of a packed row; run it without prefix reuse")
-        placed.append(Placed(iv, torch.tensor(flat, dtype=torch.long)))
-    return placed
+            owners.setdefault(c, set()).add(s)
+    return [Placed(iv, torch.tensor(_flat_positions(iv, inputs.columns, owners), dtype=torch.long))
+            for iv in interventions]
+
+
+def _flat_positions(iv: Intervention, columns_of: list[list[int]], owners: dict[int, set[int]]) -> list[int]:
+    """The flat positions an intervention selects, checked against sequences and shared packed positions."""
+    sequences = range(len(columns_of)) if iv.sequence is None else [iv.sequence]
+    chosen_by: dict[int, set[int]] = {}  # flat position -> the sequences that select it, in selection order
+    for s in sequences:
+        if not 0 <= s < len(columns_of):
+            raise ModelError(f"intervention at {iv.site}: sequence {s} is not in the batch "
+                             f"({len(columns_of)} sequences)")
+        columns = columns_of[s]
+        chosen = range(len(columns)) if iv.positions is None else iv.positions
+        bad = [p for p in chosen if not -len(columns) <= p < len(columns)]
+        if bad:
+            raise ModelError(f"intervention at {iv.site}: position {bad[0]} is outside sequence {s} "
+                             f"({len(columns)} tokens)")
+        for p in chosen:
+            chosen_by.setdefault(columns[p], set()).add(s)
+    if any(chosen_by[c] != owners[c] for c in chosen_by):
+        raise ModelError(f"intervention at {iv.site}: it changes a position that a packed row shares with a "
+                         "sequence it does not select; run these sequences without prefix reuse")
+    return list(chosen_by)
 
 
 def limit_heap_fragmentation() -> bool:

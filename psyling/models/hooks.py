@@ -23,7 +23,6 @@ from ..errors import ModelError
 from .architecture import Architecture, architecture
 
 KINDS = ("resid", "attn", "mlp")  # what activation capture stores per word or region
-SITE_KINDS = (*KINDS, "head", "neuron")
 OPS = ("set", "add", "scale", "map")
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _SITE = re.compile(r"^(resid|attn|mlp|head|neuron)\.(\d+)(?:\.(\d+))?$")
@@ -143,9 +142,20 @@ def _apply(x: torch.Tensor, placed: Sequence[Placed], site_width: Optional[int])
             new = current * (value.to(x.device, x.dtype) if torch.is_tensor(value) else value)
         else:
             value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+            if not _fits(value.shape, current.shape):
+                raise ModelError(f"intervention {op!r} at {site}: a value of shape {tuple(value.shape)} does not "
+                                 f"fit the {tuple(current.shape)} activations it replaces (positions x width)")
             new = value.expand_as(current) if op == "set" else current + value
         flat[index, cols] = new.to(x.dtype)
     return flat.view_as(x)
+
+
+def _fits(shape: torch.Size, target: torch.Size) -> bool:
+    """Whether a value of ``shape`` broadcasts to ``target`` without changing it."""
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
 
 
 class Hooks:
@@ -163,9 +173,13 @@ class Hooks:
         self._handles: list[Any] = []
         for name in self.record + [p.intervention.site for p in self.interventions]:
             site = parse_site(name)
-            top = self.arch.n_layers
-            if not (0 if site.kind == "resid" else 1) <= site.layer <= top:
-                raise ModelError(f"site {name}: layer {site.layer} does not exist (the model has blocks 1..{top})")
+            top, first = self.arch.n_layers, 0 if site.kind == "resid" else 1
+            if not first <= site.layer <= top:
+                raise ModelError(f"site {name}: layer {site.layer} does not exist ({site.kind} layers run "
+                                 f"{first}..{top})")
+            if self.arch.family == "bert" and site.kind != "resid":
+                raise ModelError(f"site {name}: BERT's sub-layer outputs include the residual and its norm; "
+                                 "psyling hooks only its residual stream (resid.L)")
             if site.index is not None and site.index >= self._index_limit(site):
                 raise ModelError(f"site {name}: index {site.index} out of range (0..{self._index_limit(site) - 1})")
             if grad and site.index is not None and name in self.record:

@@ -190,7 +190,8 @@ class MaskedScorer:
             for chunk in _chunks(order, encoded, self.max_tokens * CHUNK_PASSES):
                 seqs = [encoded[i] for i in chunk]
                 outs, reused = through(store, lambda: _chunk_digest(seqs, self.max_tokens),
-                                       lambda: self._score_chunk(seqs, bar, stats))
+                                       lambda: self._score_chunk(seqs, bar))
+                stats.n_computed += sum(len(seq.targets) * len(seq.ids) for seq in seqs)
                 if reused:
                     bar.update(sum(len(seq.targets) for seq in seqs))
                 for i, out in zip(chunk, outs):
@@ -204,7 +205,7 @@ class MaskedScorer:
         stats.n_sequence_tokens = stats.n_computed
         return ScoreResult(results, stats)  # type: ignore[arg-type]
 
-    def _score_chunk(self, seqs: list[_Encoded], bar: tqdm, stats: ScoreStats) -> list[Output]:
+    def _score_chunk(self, seqs: list[_Encoded], bar: tqdm) -> list[Output]:
         """log P of every text token of the sequences (longest first), masked copies batched under
         ``max_tokens``; no word-boundary masses (NaN)."""
         copies = [(i, k) for i, seq in enumerate(seqs) for k in range(len(seq.targets))]
@@ -213,7 +214,6 @@ class MaskedScorer:
         while pos < len(copies):  # lengths fall along ``copies``: the first row of a batch is its widest
             batch = copies[pos:pos + max(1, self.max_tokens // len(seqs[copies[pos][0]].ids))]
             values = self._forward([seqs[i] for i, _ in batch], [k for _, k in batch])
-            stats.n_computed += sum(len(seqs[i].ids) for i, _ in batch)
             for (i, k), value in zip(batch, values):
                 logprobs[i][k] = value
             bar.update(len(batch))

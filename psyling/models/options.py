@@ -28,7 +28,7 @@ class ScoringOptions:
     """How a scorer computes: context token (None: BOS, else EOS), ``batch_size`` (sequences per padded batch),
     ``max_tokens`` (tokens per forward batch; None: from the vocabulary size), ``padding_side``,
     ``reuse_prefix`` (None: the convention's default), ``convention``, ``masked_variant`` (masked LMs),
-    ``capture`` (activation sites recorded in the pass) and ``lens_layers`` (logit lens; "all": every layer)."""
+    ``capture`` (activation sites recorded in the pass: a CaptureSpec, or kinds such as "resid,mlp") and ``lens_layers`` (logit lens; "all": every layer)."""
     context_token: Union[str, int, None] = None
     batch_size: int = 32
     max_tokens: Optional[int] = None
@@ -49,6 +49,11 @@ class ScoringOptions:
         if self.masked_variant not in MASKED_VARIANTS:
             raise ModelError(f"unknown masked-LM scoring variant {self.masked_variant!r} "
                              f"(choose from {', '.join(MASKED_VARIANTS)})")
+        if isinstance(self.capture, str):
+            object.__setattr__(self, "capture", CaptureSpec(tuple(k.strip() for k in self.capture.split(","))))
+        if self.capture is not None and not isinstance(self.capture, CaptureSpec):
+            raise ModelError(f"activations must be site kinds such as 'resid,mlp' or a CaptureSpec "
+                             f"(got {type(self.capture).__name__})")
         if isinstance(self.lens_layers, list):
             object.__setattr__(self, "lens_layers", tuple(self.lens_layers))
         if isinstance(self.lens_layers, str) and self.lens_layers != "all":

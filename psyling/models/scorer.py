@@ -49,9 +49,9 @@ class TokenScores:
 
 @dataclass
 class ScoreStats:
-    """The work of one ``score`` call: text tokens scored, tokens run through the model (shared prefixes once,
-    padding excluded; masked LMs: every copy), tokens the sequences hold (the cost without prefix reuse),
-    out-of-memory splits, seconds."""
+    """The work of one ``score`` call: text tokens scored, tokens the plan runs through the model (shared
+    prefixes once, padding excluded; masked LMs: every copy; batches read from the score cache included),
+    tokens the sequences hold (the cost without prefix reuse), out-of-memory splits, seconds."""
     n_tokens: int = 0
     n_computed: int = 0
     n_sequence_tokens: int = 0

@@ -83,7 +83,8 @@ class CausalScorer:
     attention masks and position ids, halving a batch that runs out of GPU memory; ``capture`` sites and the
     logit lens at ``lens_layers`` come from the same pass. Keyword ``changes`` override fields of ``options``.
     ``interventions`` (every sequence's, ``Intervention.sequence`` None) are applied in every forward pass, e.g.
-    an SAE reconstruction spliced in at a site; such scores are not cached.
+    an SAE reconstruction spliced in at a site; such scores are not cached, and interventions at chosen
+    positions (not all) turn prefix reuse off, since packed rows share the positions of common prefixes.
 
     Results do not depend on batch size, padding side or prefix reuse (the built-in check measures it)."""
 
@@ -95,8 +96,8 @@ class CausalScorer:
             raise ModelError("a scorer's interventions apply to every sequence (Intervention.sequence None)")
         self.interventions = tuple(interventions)
         self.convention: Convention = get_convention(self.options.convention)
-        self.reuse_prefix = (self.convention.prefix_reuse if self.options.reuse_prefix is None
-                             else self.options.reuse_prefix)
+        reuse = self.convention.prefix_reuse if self.options.reuse_prefix is None else self.options.reuse_prefix
+        self.reuse_prefix = reuse and all(iv.positions is None for iv in self.interventions)
         n_logits = lm.info.get("vocab_size") or lm.model.get_output_embeddings().weight.shape[0]
         self.max_tokens = self.options.max_tokens or default_max_tokens(n_logits, lm.device)
         self.context_token_id = _context_token_id(lm.tokenizer, self.options.context_token)
