@@ -16,7 +16,7 @@ from .interp.lens import lens_accuracy
 from .interp.probes import labels_from_conditions, probe_layers
 from .models import CaptureSpec, LanguageModel, ModelSpec
 from .report.interp_plots import layer_curve
-from .runs import read_run, run_sets, write_sub_output
+from .runs import activations_folder, read_run, run_sets, write_sub_output
 from .stimuli.corpora import UCL_MEASURES
 
 # human target (a schema HUMAN_MEASURES name) -> its column in the UCL corpus: what ``psyling encode`` predicts
@@ -40,7 +40,7 @@ def probe_run(run_dir: Union[str, Path], factor: str, sets: Sequence[str] = (), 
         where = f" and has a region {region!r}" if region else ""
         raise PsylingError(f"no set of this run declares the factor {factor!r}{where} "
                            f"(factors: {', '.join(have) or 'none'})")
-    meta, features = load_activations(run_dir, sets=[s.name for s in chosen])
+    meta, features = load_activations(activations_folder(run_dir), sets=[s.name for s in chosen])
     if region is not None:
         if set(meta["pool"]) != {"region"}:
             raise PsylingError(f"{run_dir}: probing a region needs activations pooled per region (--pool region)")

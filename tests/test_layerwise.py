@@ -36,6 +36,10 @@ def test_probe_a_condition_factor_per_layer(tmp_path, bpe_llama, capsys):
     assert "best site" in capsys.readouterr().out
     with pytest.raises(PsylingError, match="no set of this run declares the factor 'voice'"):
         probe_run(tmp_path, "voice")
+    plain = tmp_path / "plain"
+    psyling.run(bpe_llama, AGREEMENT[:1], out=plain, progress=False, max_items=2)
+    with pytest.raises(PsylingError, match="no activations in this run"):
+        probe_run(plain, "number")
 
 
 def test_lens_command_writes_tables_and_plots(tmp_path, model_dir, capsys):
