@@ -184,14 +184,14 @@ def _score_sets(loaded: LoadedStimuli, scorer: Scorer, store: Optional[ScoreStor
     return scored
 
 
-def _environment() -> dict[str, str]:
+def environment() -> dict[str, str]:
     import torch
     import transformers
     return {"python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "platform": platform.platform()}
 
 
-def _now() -> str:
+def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -222,7 +222,7 @@ def _manifest(config: RunConfig, scorer: Scorer, store: Optional[ScoreStore], lo
     """The run's manifest.json (its keys are a contract: README's run-directory table), with the config."""
     settings, stats = scorer.settings(), scored.stats
     manifest = {
-        "psyling_version": __version__, "created": _now(), "model": scorer.lm.info,
+        "psyling_version": __version__, "created": now(), "model": scorer.lm.info,
         "tokenizer": {**settings["tokenizer"], "context_token": settings["context_token"]},
         "settings": _settings_entry(config, scorer, store, stats),
         "stimuli": {"battery": config.battery, "files": loaded.files, "paths": list(config.stimuli),
@@ -235,7 +235,7 @@ def _manifest(config: RunConfig, scorer: Scorer, store: Optional[ScoreStore], lo
                     "tokens_scored": stats.n_tokens,
                     "tokens_per_s": round(stats.n_tokens / stats.seconds, 1) if stats.seconds else None,
                     "total_s": round(time.perf_counter() - seconds["started"], 3)},
-        "invariance_check": scored.invariance, "environment": _environment(), "config": config.to_dict(),
+        "invariance_check": scored.invariance, "environment": environment(), "config": config.to_dict(),
     }
     if scorer.lens_layers:
         manifest["lens"] = {"layers": scorer.lens_layers, "read_out": "final norm + unembedding of resid.LAYER"}
@@ -310,7 +310,7 @@ def evaluate(surprisal: Union[str, Path], stimuli: Sequence[Union[str, Path]] = 
     tables = {"regions": pd.concat(regions, ignore_index=True),
               "predictions": pd.concat(predictions, ignore_index=True)}
     summary = summarise(tables["predictions"], scored)
-    manifest = {"psyling_version": __version__, "created": _now(),
+    manifest = {"psyling_version": __version__, "created": now(),
                 "surprisal_table": {"path": str(surprisal), "sha256": sha256_file(Path(surprisal)), "units": units,
                                     "note": "region values are sums of the table's values; no word correction"},
                 "stimuli": {"battery": battery, "files": loaded.files, "errors": errors,

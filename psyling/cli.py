@@ -13,9 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from .circuits import CircuitConfig
 from .config import MEASURES, RunConfig
 from .errors import PsylingError
 from .interp.activations import METHODS, POOLS
+from .interp.pairs import UNEQUAL, PairSpec
+from .interp.patch_runs import Layout
+from .interp.patching import PatchConfig
 from .models import DEFAULT_MODEL, EMBEDDED, CaptureSpec, ModelSpec, ScoringOptions
 from .models.conventions import CONVENTIONS
 from .models.hooks import DTYPES as ACTIVATION_DTYPES
@@ -130,6 +134,58 @@ def _data_root_option(parser: argparse.ArgumentParser) -> None:
                         help="folder of published datasets (default: PSYLING_DATA or ../shared/data)")
 
 
+def _pair_options(parser: argparse.ArgumentParser) -> None:
+    """Which conditions a patching experiment contrasts (default: derived from a 2x2 set's design)."""
+    group = parser.add_argument_group("pairs (default: derived from each 2x2 set's factors and first prediction)")
+    group.add_argument("--clean", help="condition giving the clean context (and the good continuation)")
+    group.add_argument("--corrupt", help="condition giving the corrupted context")
+    group.add_argument("--good", help="condition whose critical region is the continuation that agrees with clean")
+    group.add_argument("--bad", help="condition whose critical region is the other continuation")
+    group.add_argument("--critical", help="the critical region (the metric's region)")
+    group.add_argument("--factor", help="every pair that swaps this factor's two levels (both orders)")
+
+
+def _patch_options(parser: argparse.ArgumentParser) -> None:
+    """Sites, positions, directions and methods of ``psyling patch``."""
+    group = parser.add_argument_group("patching")
+    group.add_argument("--sites", default="resid", help="kinds (resid, attn, mlp, head, neuron) or site names such "
+                                                        "as head.5.2, comma-separated (default resid)")
+    _layers_option(group, "to patch")
+    group.add_argument("--regions", help="regions to patch, comma-separated, 'all' = every position at once "
+                                         "(default: every region and all)")
+    group.add_argument("--token", default="last", help="token within a region: first, last, all or k (default last)")
+    group.add_argument("--unequal", default="last", choices=UNEQUAL,
+                       help="a region whose token counts differ between the contexts aligns on its last token, "
+                            "its first, or not at all (default last)")
+    group.add_argument("--directions", default="denoise,noise", help="denoise (clean into corrupt), noise (corrupt "
+                                                                     "into clean); default both")
+    group.add_argument("--threshold", type=float, default=0.1,
+                       help="exclude items with |M_clean - M_corrupt| below this many bits (default 0.1)")
+    group.add_argument("--method", default="exact", choices=("exact", "atp", "both"),
+                       help="exact activation patching, attribution patching (AtP), or both (with their agreement)")
+    group.add_argument("--atp-sites", default="resid,attn,mlp,head,neuron", help="site kinds for AtP")
+    group.add_argument("--items-per-batch", type=int, default=8, help="items patched together (default 8)")
+    group.add_argument("--bootstrap", type=int, default=1000, help="item-bootstrap resamples for the CIs")
+    group.add_argument("--no-plots", action="store_true", help="no PNG heatmaps")
+
+
+def _steer_options(parser: argparse.ArgumentParser) -> None:
+    """Where and how ``psyling steer`` moves the residual stream along a probe's direction."""
+    group = parser.add_argument_group("causal probes")
+    _layers_option(group, "to steer")
+    group.add_argument("--region", help="steer this region (before the critical one); default: the last context token")
+    group.add_argument("--token", default="last", help="token within --region: first, last or k (default last)")
+    group.add_argument("--unequal", default="last", choices=UNEQUAL)
+    group.add_argument("--kinds", default="mean-diff,probe", help="direction kinds (default mean-diff,probe)")
+    group.add_argument("--mode", default="interchange", choices=("interchange", "add"),
+                       help="set the projection to the corrupted class mean's (interchange), or add alpha times "
+                            "the class-mean difference (add)")
+    group.add_argument("--alpha", type=float, default=1.0)
+    group.add_argument("--folds", type=int, default=5, help="item-grouped folds (default 5)")
+    group.add_argument("--threshold", type=float, default=0.1)
+    group.add_argument("--bootstrap", type=int, default=1000)
+
+
 # ---- from options to settings ----------------------------------------------------------------------------------
 
 def _layers(text: str) -> Optional[tuple[int, ...]]:
@@ -161,6 +217,28 @@ def _run_config(args: argparse.Namespace, capture: Optional[CaptureSpec] = None,
     return RunConfig(_model_spec(args), _scoring(args, capture, lens), tuple(args.stimuli or ()), args.battery,
                      args.max_items, args.detokenize, args.measure, cache=not args.no_cache, resume=args.resume,
                      **settings)
+
+
+def _csv(text: Optional[str]) -> Optional[tuple[str, ...]]:
+    return None if text is None else tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _circuit_run(args: argparse.Namespace) -> RunConfig:
+    """The model, scoring options and stimuli of a circuit command."""
+    if not args.stimuli and not args.battery:
+        raise PsylingError("give stimulus paths with --stimuli or a battery with --battery")
+    return RunConfig(_model_spec(args), _scoring(args), tuple(args.stimuli or ()), args.battery, args.max_items,
+                     args.detokenize)
+
+
+def _circuit_config(args: argparse.Namespace) -> CircuitConfig:
+    pairs = PairSpec(args.clean, args.corrupt, args.good, args.bad, args.critical, args.factor)
+    patch = PatchConfig(pairs, _csv(args.sites), _layers(args.layers), _csv(args.regions), args.token, args.unequal,
+                        _csv(args.directions), args.threshold, args.items_per_batch,
+                        max_tokens=args.max_tokens or PatchConfig.max_tokens,
+                        layout=Layout(PREFIX_REUSE[args.prefix_reuse] is not False, args.padding_side))
+    return CircuitConfig(patch, exact=args.method != "atp", attribution=args.method != "exact",
+                         atp_sites=_csv(args.atp_sites), n_boot=args.bootstrap, plots=not args.no_plots)
 
 
 # ---- commands --------------------------------------------------------------------------------------------------
@@ -310,6 +388,38 @@ def _probe(args: argparse.Namespace) -> int:
     print(wide[["site", *columns]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     site, value = best_layer(table, "accuracy")
     print(f"\nbest site: {site} (accuracy {value:.3f}); table and plot in {Path(args.run_dir) / 'interp'}")
+    return 0
+
+
+def _patch(args: argparse.Namespace) -> int:
+    from .circuits import patch_experiment
+    from .report.terminal import format_patching
+
+    out, tables, manifest = patch_experiment(_circuit_run(args), _circuit_config(args), args.out,
+                                             replace_out=args.replace,
+                                             progress=not args.quiet)
+    print(format_patching(tables))
+    for line in manifest["errors"]:
+        print(f"psyling: skipped: {line}", file=sys.stderr)
+    print(f"\npatching tables, alignment and heatmaps in {out}")
+    return 0
+
+
+def _steer(args: argparse.Namespace) -> int:
+    from .circuits import steer_experiment
+    from .interp.causal_probes import CausalProbeConfig
+
+    pairs = PairSpec(args.clean, args.corrupt, args.good, args.bad, args.critical, args.factor)
+    config = CausalProbeConfig(pairs, _layers(args.layers), args.region, args.token, args.unequal, _csv(args.kinds),
+                               args.folds, args.mode, args.alpha, args.threshold, n_boot=args.bootstrap,
+                               layout=Layout(PREFIX_REUSE[args.prefix_reuse] is not False, args.padding_side))
+    out, tables, manifest = steer_experiment(_circuit_run(args), config, args.out, replace_out=args.replace,
+                                             progress=not args.quiet)
+    columns = ["set", "layer", "direction_kind", "iia", "toward", "accuracy", "selectivity", "corrupt_flips", "n_items"]
+    print(tables["causal_probes_summary"][columns].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    for line in manifest["errors"]:
+        print(f"psyling: skipped: {line}", file=sys.stderr)
+    print(f"\nrows and per-layer summary in {out}")
     return 0
 
 
@@ -500,6 +610,22 @@ def _probe_parser(sub: Sub) -> None:
     pr.set_defaults(func=_probe)
 
 
+def _patch_parser(sub: Sub) -> None:
+    patch = sub.add_parser("patch", help="activation / attribution patching between the conditions of each item")
+    for add in (_model_options, _scoring_options, _stimulus_options, _pair_options, _patch_options,
+                _output_options):
+        add(patch)
+    patch.set_defaults(func=_patch)
+
+
+def _steer_parser(sub: Sub) -> None:
+    steer = sub.add_parser("steer", help="probes made causal: move the residual stream along a probe direction "
+                                         "and count flipped preferences (interchange-intervention accuracy)")
+    for add in (_model_options, _scoring_options, _stimulus_options, _pair_options, _steer_options, _output_options):
+        add(steer)
+    steer.set_defaults(func=_steer)
+
+
 def _reproduce_parser(sub: Sub) -> None:
     rep = sub.add_parser("reproduce", help="published figures vs measured ones, for the registered reproductions")
     rep.add_argument("names", nargs="*", default=["list"], metavar="list|all|NAME",
@@ -532,7 +658,7 @@ def _tool_parsers(sub: Sub) -> None:
 
 COMMANDS: tuple[Callable[[Sub], None], ...] = (
     _run_parser, _lens_parser, _check_parser, _evaluate_parser, _analyze_parser, _compare_parser, _probe_parser,
-    _encode_parser, _reproduce_parser, _stimuli_parsers, _tool_parsers)
+    _encode_parser, _patch_parser, _steer_parser, _reproduce_parser, _stimuli_parsers, _tool_parsers)
 
 
 def build_parser() -> argparse.ArgumentParser:

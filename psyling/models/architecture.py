@@ -54,6 +54,13 @@ class Architecture:
     def n_layers(self) -> int:
         return len(self.blocks)
 
+    @property
+    def n_neurons(self) -> int:
+        """MLP hidden units per layer: the input width of the down projection."""
+        module = self.module(1, "mlp_down")
+        weight = module.weight
+        return weight.shape[0] if type(module).__name__ == "Conv1D" else weight.shape[1]
+
     def module(self, layer: int, part: str) -> torch.nn.Module:
         """Block ``layer`` (1-based) itself ("block") or one of its parts ("attn", "mlp", "attn_out", "mlp_down")."""
         block = self.blocks[layer - 1]

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from ..errors import ModelError
-from .hooks import Hooks, Intervention, Placed
+from .architecture import architecture, get_path
+from .hooks import Hooks, Intervention, Placed, parse_site
 from .loading import LanguageModel
 from .packing import Batch, padded_plan
 
@@ -84,14 +85,16 @@ def batch_inputs(batch: Batch, padding_side: str = "right") -> ModelInputs:
     return ModelInputs(input_ids, mask, positions, columns)
 
 
-def place(interventions: Sequence[Intervention], inputs: ModelInputs) -> list[Placed]:
-    """Flat positions of each intervention. A position that a packed row shares between sequences changes
-    only if the intervention selects it in every one of them (else: run such sequences padded)."""
+def place(interventions: Sequence[Union[Intervention, Placed]], inputs: ModelInputs) -> list[Placed]:
+    """Flat positions of each intervention (one already ``Placed`` is kept as it is). A position that a packed
+    row shares between sequences changes only if the intervention selects it in every one of them (else: run
+    such sequences padded)."""
     owners: dict[int, set[int]] = {}
     for s, columns in enumerate(inputs.columns):
         for c in columns:
             owners.setdefault(c, set()).add(s)
-    return [Placed(iv, torch.tensor(_flat_positions(iv, inputs.columns, owners), dtype=torch.long))
+    return [iv if isinstance(iv, Placed) else
+            Placed(iv, torch.tensor(_flat_positions(iv, inputs.columns, owners), dtype=torch.long))
             for iv in interventions]
 
 
@@ -158,18 +161,28 @@ class ForwardRunner:
         return self.run_inputs(inputs, **kwargs)
 
     def run_inputs(self, inputs: ModelInputs, *, record: Sequence[str] = (),
-                   interventions: Sequence[Intervention] = (), grad: bool = False,
-                   read: Optional[torch.Tensor] = None) -> ForwardPass:
+                   interventions: Sequence[Union[Intervention, Placed]] = (), grad: bool = False,
+                   read: Optional[torch.Tensor] = None,
+                   start: Optional[tuple[int, torch.Tensor]] = None) -> ForwardPass:
         """Built inputs through the model. ``read`` (flat positions) applies the output layer to those
-        positions only: logits [len(read), vocab] instead of [rows * width, vocab]."""
+        positions only: logits [len(read), vocab] instead of [rows * width, vocab]. ``start`` = (L, resid)
+        runs blocks L+1.. on a given residual stream ``resid.L`` ([rows, width, d]), not the layers below
+        (activation patching from a cached layer input); sites at or below L are then not recorded."""
         hooks = Hooks(self.lm.model, record, place(interventions, inputs), grad=grad) if record or interventions \
             else None
+        if start is not None and hooks is not None:
+            low = [site for site in hooks.record + [p.intervention.site for p in hooks.interventions]
+                   if _below(site, start[0])]
+            if low:
+                raise ModelError(f"site {low[0]} lies below the start layer {start[0]}: it is not computed")
         device = self.lm.device
         context = torch.enable_grad() if grad else torch.no_grad()
-        with context, hooks or contextlib.nullcontext(), _read_only(self.lm.model, read):
+        with context, hooks or contextlib.nullcontext(), _read_only(self.lm.model, read), \
+                _started(self.lm.model, start) as embeds:
             kwargs = {"position_ids": inputs.position_ids.to(device)} if inputs.position_ids is not None else {}
-            logits = self.lm.model(input_ids=inputs.input_ids.to(device),
-                                   attention_mask=inputs.attention_mask.to(device), use_cache=False,
+            kwargs.update({"inputs_embeds": embeds} if embeds is not None else
+                          {"input_ids": inputs.input_ids.to(device)})
+            logits = self.lm.model(attention_mask=inputs.attention_mask.to(device), use_cache=False,
                                    **kwargs).logits
         flat = logits.reshape(-1, logits.shape[-1])
         if read is not None and logits.dim() == 3:  # an output layer that the read hook does not reach
@@ -177,6 +190,41 @@ class ForwardRunner:
         raw = hooks.recorded if hooks else {}
         recorded = {site: value.reshape(-1, value.shape[-1]) for site, value in raw.items()}
         return ForwardPass(flat, inputs.columns, recorded, dict(raw) if grad else {})
+
+
+SKIPPABLE = ("llama-like", "gpt-neox")  # families whose forward takes a residual stream as inputs_embeds as is
+
+
+def _below(site: str, layer: int) -> bool:
+    """Whether a site is computed at or below the residual stream ``resid.layer`` (not run from ``layer``)."""
+    return parse_site(site).layer <= layer
+
+
+@contextlib.contextmanager
+def _started(model: Any, start: Optional[tuple[int, torch.Tensor]]):
+    """Run only the blocks above ``start[0]`` on the residual stream ``start[1]``: the block list is cut for the
+    pass and the stream goes in as ``inputs_embeds`` (llama-like and GPT-NeoX models, whose embeddings are
+    the whole residual input); other families (GPT-2 adds position embeddings to ``inputs_embeds``) run every
+    block with ``resid.L`` replaced, which gives the same numbers. Yields the inputs_embeds (None: none)."""
+    if start is None:
+        yield None
+        return
+    layer, resid = start
+    arch = architecture(model)
+    if arch.family not in SKIPPABLE:
+        placed = Placed(Intervention(f"resid.{layer}", "map", lambda x: resid.reshape(-1, resid.shape[-1])
+                                     .to(x.device, x.dtype)), torch.arange(resid.shape[0] * resid.shape[1]))
+        with Hooks(model, (), [placed]):
+            yield None
+        return
+    parent_path, _, name = arch.layout.blocks.rpartition(".")
+    parent = get_path(model, parent_path)
+    blocks = getattr(parent, name)
+    setattr(parent, name, torch.nn.ModuleList(list(blocks)[layer:]))
+    try:
+        yield resid.to(next(model.parameters()).device)
+    finally:
+        setattr(parent, name, blocks)
 
 
 @contextlib.contextmanager

@@ -186,11 +186,7 @@ class Hooks:
                 raise ModelError(f"gradient mode records whole sites: record {site.whole} and slice it")
 
     def _index_limit(self, site: Site) -> int:
-        if site.kind == "head":
-            return self.arch.n_heads
-        module = self.arch.module(site.layer, "mlp_down")
-        weight = module.weight
-        return weight.shape[0] if type(module).__name__ == "Conv1D" else weight.shape[1]
+        return self.arch.n_heads if site.kind == "head" else self.arch.n_neurons
 
     def _slice_width(self, site: Site) -> Optional[int]:
         return self.arch.head_dim if site.kind == "head" else 1 if site.kind == "neuron" else None

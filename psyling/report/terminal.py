@@ -55,3 +55,24 @@ def format_comparison(table: pd.DataFrame, name_a: str, name_b: str) -> str:
                      f"{r.difference:>+7.3f}  [{r.ci_low:+.3f}, {r.ci_high:+.3f}]  {r.mcnemar_p:>9.3g}  "
                      f"{r.q_value:>7.3g}" + (f"  ({r.n_unpaired} unpaired items)" if r.n_unpaired else ""))
     return "\n".join(lines)
+
+
+def format_patching(tables: dict[str, pd.DataFrame]) -> str:
+    """Per set, pair and direction: the layer x region grid of residual-stream effects (R or D), the items used;
+    then attribution patching's agreement with exact patching, when both ran."""
+    lines = []
+    summary = tables.get("patching_summary")
+    if summary is not None and not summary.empty:
+        resid = summary[summary["kind"] == "resid"]
+        for (name, clean, corrupt, direction), grid in resid.groupby(["set", "clean", "corrupt", "direction"],
+                                                                       sort=False):
+            label = "recovery R" if direction == "denoise" else "disruption D"
+            wide = grid.pivot_table(index="layer", columns="region", values="effect", sort=False)
+            lines.append(f"{name}: {clean} vs {corrupt}, {direction} ({label}; {int(grid['n_items'].max())} items, "
+                         f"{int(grid['n_excluded'].max())} excluded)")
+            lines.append(wide.to_string(float_format=lambda v: f"{v:.2f}"))
+    agreement = tables.get("atp_agreement")
+    if agreement is not None and not agreement.empty:
+        lines.append("\nattribution patching vs exact patching (Pearson r)")
+        lines.append(agreement.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""The command-line contract of ``psyling patch`` and ``psyling steer`` on a tiny saved model and a small invented
+2x2 agreement set: the files, the columns, one row per item x site x region x direction, the exact identities
+(patching every position restores the other run), excluded items with their reason, and sets without a design."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from psyling.cli import main
+
+# subject nouns of the two "numbers": the same token count in both (with the tiny tokenizer), so that region all
+# patches every position
+NOUNS = [("bird", "birds"), ("key", "cat"), ("dog", "cat"), ("table", "chef"), ("cabinet", "dog")]
+
+
+def write_agreement_set(folder, nouns=NOUNS):
+    """An invented subject-verb agreement set (2x2: number x agreement) in psyling's YAML + CSV format."""
+    rows = ["item,condition,subject,verb,rest"]
+    for i, (sg, pl) in enumerate(nouns, 1):
+        for cond, subject, verb in (("sg_match", sg, "is"), ("sg_mismatch", sg, "are"),
+                                    ("pl_match", pl, "are"), ("pl_mismatch", pl, "is")):
+            rows.append(f"{i},{cond},The {subject},{verb},on the table.")
+    (folder / "agr.csv").write_text("\n".join(rows) + "\n")
+    (folder / "agr.yaml").write_text(
+        "schema_version: 1\nname: agr\nversion: '1'\ndescription: invented\nphenomenon: agreement\nlanguage: en\n"
+        "license: CC0\ncitation: none\nitems: agr.csv\nregions: [subject, verb, rest]\n"
+        "conditions: [sg_match, sg_mismatch, pl_match, pl_mismatch]\n"
+        "factors:\n  number: [sg, sg, pl, pl]\n  agreement: [match, mismatch, match, mismatch]\n"
+        "predictions:\n  - \"[(verb;%sg_mismatch%) > (verb;%sg_match%)] & [(verb;%pl_mismatch%) > (verb;%pl_match%)]\"\n")
+    return folder / "agr.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, bpe_llama):
+    folder = tmp_path_factory.mktemp("model")
+    bpe_llama.model.save_pretrained(folder)
+    bpe_llama.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_patch_cli_contract(tmp_path, tiny_model_dir):
+    stim = write_agreement_set(tmp_path)
+    out = tmp_path / "out"
+    assert main(["patch", "--stimuli", str(stim), "--out", str(out), "--model", str(tiny_model_dir),
+                 "--threshold", "0", "--quiet", "--no-plots"]) == 0
+    rows = pd.read_parquet(out / "patching.parquet")
+    for column in ("set", "item", "site", "layer", "region", "direction", "m_clean", "m_corrupt", "m_patched",
+                   "effect", "note"):
+        assert column in rows.columns
+    assert set(rows["direction"]) == {"denoise", "noise"}
+    assert set(rows["region"]) == {"subject", "verb", "rest", "all"}
+    assert set(rows["site"]) == {"resid.0", "resid.1", "resid.2"}
+    assert len(rows) == len(NOUNS) * 3 * 4 * 2  # items x sites x regions x directions
+    assert not rows.duplicated(["item", "site", "region", "direction"]).any()
+    everything = rows[rows["region"] == "all"]
+    np.testing.assert_allclose(everything["effect"], 1.0, atol=1e-6)  # every position: the other run exactly
+    after = rows[rows["region"] == "rest"]
+    assert (after["effect"] == 0).all() and not after["computed"].any()
+    assert after["note"].str.contains("after the critical region").all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "patching" and manifest["sets"]["agr"]["pairs"][0]["clean"] == "sg_match"
+    summary = pd.read_parquet(out / "patching_summary.parquet")
+    assert len(summary) == 3 * 4 * 2 and (summary["n_items"] == len(NOUNS)).all()
+    alignment = pd.read_parquet(out / "alignment.parquet")
+    assert set(alignment["region"]) == {"<context>", "subject", "verb"}
+    assert list(out.glob("*.png")) == []  # --no-plots
+
+
+def test_patch_cli_excludes_small_contrasts_with_a_reason(tmp_path, tiny_model_dir):
+    stim = write_agreement_set(tmp_path)
+    out = tmp_path / "out"
+    assert main(["patch", "--stimuli", str(stim), "--out", str(out), "--model", str(tiny_model_dir),
+                 "--threshold", "1e6", "--quiet", "--layers", "1", "--regions", "subject"]) == 0
+    rows = pd.read_parquet(out / "patching.parquet")
+    assert rows["effect"].isna().all() and rows["m_patched"].notna().all()
+    assert rows["note"].str.startswith("excluded: |M_clean - M_corrupt|").all()
+    summary = pd.read_parquet(out / "patching_summary.parquet")
+    assert (summary["n_excluded"] == len(NOUNS)).all() and summary["effect"].isna().all()
+    assert sorted(p.name for p in out.glob("*.png")) == ["patching_agr_resid_denoise.png",
+                                                         "patching_agr_resid_noise.png"]  # NaN cells drawn grey
+
+
+def test_patch_cli_refuses_sets_without_a_design(tmp_path, tiny_model_dir, capsys):
+    stim = write_agreement_set(tmp_path)
+    text = stim.read_text().replace("factors:\n  number: [sg, sg, pl, pl]\n  agreement: [match, mismatch, match, "
+                                    "mismatch]\n", "")
+    stim.write_text(text)
+    code = main(["patch", "--stimuli", str(stim), "--out", str(tmp_path / "out"), "--model", str(tiny_model_dir),
+                 "--quiet"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("psyling:")]
+    assert code == 2 and len(lines) == 1 and "cannot derive a patching design" in lines[0]
+    assert "Loading weights" not in err and "Traceback" not in err  # refused before the model is loaded
+    assert not (tmp_path / "out").exists()
+
+
+def test_steer_cli_writes_rows_and_summary(tmp_path, tiny_model_dir):
+    stim = write_agreement_set(tmp_path)
+    out = tmp_path / "out"
+    assert main(["steer", "--stimuli", str(stim), "--out", str(out), "--model", str(tiny_model_dir),
+                 "--folds", "2", "--quiet", "--bootstrap", "50"]) == 0
+    rows = pd.read_parquet(out / "causal_probes.parquet")
+    summary = pd.read_parquet(out / "causal_probes_summary.parquet")
+    assert set(summary["layer"]) == {0, 1, 2} and set(summary["direction_kind"]) == {"mean-diff", "probe"}
+    assert len(rows) == len(NOUNS) * 3 * 2
+    flips = rows.groupby(["layer", "direction_kind"])["flipped"].mean()
+    merged = summary.set_index(["layer", "direction_kind"])["iia"]
+    np.testing.assert_allclose(merged.sort_index(), flips.sort_index())
