@@ -22,14 +22,15 @@ from .interp.lens import emergence, lens_tables
 from .measures import REGION_COLUMNS, TOKEN_COLUMNS, WORD_COLUMNS, surprisal_tables
 from .measures.alignment import align
 from .measures.imported import imported_regions, read_table
-from .models import (DEFAULT_MODEL, LanguageModel, ModelSpec, Scorer, ScoreRequest, ScoreStats, invariance_check,
+from .models import (DEFAULT_MODEL, LanguageModel, ModelSpec, Scorer, ScoreStats, invariance_check,
                      load_model, make_scorer)
+from .models.scorer import set_requests
 from .models.store import ScoreStore
 from .runs import RunWriter, write_run
 from .stats import PREDICTION_COLUMNS, evaluate_predictions, summarise
 from .stimuli import LoadedStimuli, StimulusSet, battery_files, load_stimuli
 
-__all__ = ["RunConfig", "RunResult", "evaluate", "gather_stimuli", "load", "model_spec", "run", "set_requests"]
+__all__ = ["RunConfig", "RunResult", "evaluate", "gather_stimuli", "load", "model_spec", "run"]
 COLUMNS = {"tokens": TOKEN_COLUMNS, "words": WORD_COLUMNS, "regions": REGION_COLUMNS,
            "predictions": PREDICTION_COLUMNS}
 Stimuli = Sequence[Union[str, Path, StimulusSet]]
@@ -78,12 +79,6 @@ class _Scored:
         if joined:
             joined["lens_emergence"] = emergence(joined["lens_predictions"])
         return tables, joined
-
-
-def set_requests(stim: StimulusSet) -> list[ScoreRequest]:
-    """One scoring request per item x condition, keyed (set, item, condition)."""
-    return [ScoreRequest((stim.name, item.id, c), item.conditions[c].text, item.conditions[c].prefix)
-            for item in stim.items for c in stim.conditions]
 
 
 def gather_stimuli(stimuli: Stimuli, battery: Optional[str], detokenize: bool = False) -> LoadedStimuli:

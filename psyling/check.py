@@ -10,7 +10,8 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from .api import gather_stimuli, set_requests
+from .api import gather_stimuli
+from .models.scorer import set_requests
 from .errors import PsylingError
 from .models import LanguageModel, ScoreRequest, ScoringOptions, load_model, make_scorer
 

@@ -6,7 +6,9 @@ item, site, layer, region, direction, m_clean, m_corrupt, m_patched, effect, not
 (ratio of item means with a bootstrap CI, also as summary.csv), ``alignment.parquet`` (every alignment
 decision), with attribution patching ``attribution.parquet``, ``attribution_units.parquet`` (item means per MLP
 unit) and ``atp_agreement.parquet`` (AtP against exact patching), PNG heatmaps and ``manifest.json`` (the
-RunConfig, the PatchConfig, the model, per-set pairs, work counts and errors). Written atomically, like a run."""
+RunConfig, the PatchConfig, the model, per-set pairs, work counts and errors). Written atomically, like a run.
+``psyling mediate``, ``psyling ablate`` and ``psyling steer`` write their tables the same way
+(``mediation_effects`` / ``mediation_top``; ``ablation`` / ``faithfulness``; ``causal_probes`` / ``_summary``)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
@@ -20,6 +22,8 @@ from .api import environment, gather_stimuli, load, now
 from .config import RunConfig
 from .errors import PsylingError
 from .interp.causal_probes import CausalProbeConfig, causal_probes
+from .interp.ablation import AblationConfig, ablate, faithfulness
+from .interp.mediation import MediationConfig, mediate
 from .interp.attribution import AttributionConfig, atp_agreement, attribute_set
 from .interp.patch_summary import summarise_patching
 from .interp.pairs import pairs_for
@@ -32,14 +36,25 @@ from .stimuli import StimulusSet
 @dataclass(frozen=True)
 class CircuitConfig:
     """What ``patch_experiment`` computes: exact patching and / or attribution patching (on ``patch``'s pairs,
-    regions and directions; AtP over ``atp_sites``), the bootstrap, and whether to draw heatmaps."""
+    regions and directions; AtP over ``atp_sites``), the exact confirmation of AtP's ``confirm`` top heads and
+    top MLP units, the bootstrap, and whether to draw heatmaps."""
     patch: PatchConfig = PatchConfig()
     exact: bool = True
     attribution: bool = False
     atp_sites: tuple[str, ...] = ("resid", "attn", "mlp", "head", "neuron")
+    confirm: int = 0
     n_boot: int = 1000
     seed: int = 0
     plots: bool = True
+
+
+def top_attributed(attribution: pd.DataFrame, units: pd.DataFrame, k: int) -> list[str]:
+    """The ``k`` heads and the ``k`` MLP units with the largest item-mean |AtP effect| in any region and
+    direction (the screen whose top is then patched exactly)."""
+    heads = attribution[attribution["kind"] == "head"].groupby(["site", "region", "direction"])["effect_atp"].mean()
+    ranked = [heads.abs().groupby(level="site").max(), units.groupby("site")["effect_atp"].apply(
+        lambda v: v.abs().max()) if not units.empty else pd.Series(dtype=float)]
+    return [site for scores in ranked for site in scores.sort_values(ascending=False).index[:k]]
 
 
 
@@ -55,7 +70,12 @@ def _set_tables(lm: LanguageModel, stim: StimulusSet, run: RunConfig, circuit: C
         config = AttributionConfig(replace(circuit.patch, sites=circuit.atp_sites))
         attributed = attribute_set(lm, stim, config, run.scoring, progress)
         tables.update(attribution=attributed.rows, attribution_units=attributed.neurons)
-        if circuit.exact:
+        top = top_attributed(attributed.rows, attributed.neurons, circuit.confirm) if circuit.confirm else []
+        if top:
+            confirmed = patch_set(lm, stim, replace(circuit.patch, sites=tuple(top)), run.scoring, progress)
+            tables["patching"] = pd.concat([tables.get("patching"), confirmed.rows], ignore_index=True)
+            entry["confirmed"] = top
+        if "patching" in tables:
             tables["atp_agreement"] = atp_agreement(attributed.rows, tables["patching"])
     return tables, entry
 
@@ -151,3 +171,58 @@ def steer_experiment(run: RunConfig, config: CausalProbeConfig, out: Union[str, 
     return circuit_experiment(run, "causal_probes", asdict(config), per_set, out,
                               precheck=lambda stim: pairs_for(stim, config.pairs), lm=lm, replace_out=replace_out,
                               summary="causal_probes_summary")
+
+
+def mediate_experiment(run: RunConfig, config: MediationConfig, out: Union[str, Path], *,
+                       lm: Optional[LanguageModel] = None, replace_out: bool = False,
+                       progress: bool = True) -> tuple[Path, dict[str, pd.DataFrame], dict]:
+    """Causal mediation (Finlayson et al. 2021) on every set of ``run`` (``psyling mediate``): TE, NIE and NDE
+    per layer component, head and screened MLP unit; the top-k heads and units; the patches behind them."""
+    def per_set(model: LanguageModel, stim: StimulusSet) -> tuple[dict[str, pd.DataFrame], dict]:
+        result = mediate(model, stim, config, run.scoring, progress)
+        return ({"mediation_effects": result.effects, "mediation_top": result.top, "patching": result.rows,
+                 "mediation_screen": result.screen.assign(set=stim.name)}, {"region": result.region})
+
+    return circuit_experiment(run, "mediation", asdict(config), per_set, out,
+                              precheck=lambda stim: pairs_for(stim, config.pairs), lm=lm, replace_out=replace_out,
+                              summary="mediation_top")
+
+
+def top_units(folder: Union[str, Path], kind: str, k: int) -> list[str]:
+    """The top ``k`` units of a kind (head or neuron) from a ``psyling mediate`` output (``mediation_top``, by
+    NIE over its sets) or a ``psyling patch --method atp|both`` output (AtP's screen): the units to ablate."""
+    folder = Path(folder)
+    if (folder / "mediation_top.parquet").exists():
+        top = pd.read_parquet(folder / "mediation_top.parquet")
+        ranked = top[top["component"] == kind].groupby("site")["nie"].mean().sort_values(ascending=False)
+        return list(ranked.index[:k])
+    if (folder / "attribution.parquet").exists():
+        units = folder / "attribution_units.parquet"
+        chosen = top_attributed(pd.read_parquet(folder / "attribution.parquet"),
+                                pd.read_parquet(units) if units.exists() else pd.DataFrame(), k)
+        return [site for site in chosen if site.startswith(f"{kind}.")]
+    raise PsylingError(f"{folder}: neither mediation_top.parquet (psyling mediate) nor attribution.parquet "
+                       "(psyling patch --method atp) is there to take the top units from")
+
+
+def ablate_experiment(run: RunConfig, units: list[str], config: AblationConfig, out: Union[str, Path], *,
+                      faithful: bool = False, lm: Optional[LanguageModel] = None, replace_out: bool = False,
+                      progress: bool = True) -> tuple[Path, dict[str, pd.DataFrame], dict]:
+    """Ablate ``units`` (and random units of the same layers) in every set of ``run`` and rerun its predictions
+    (``psyling ablate``); with ``faithful`` also the faithfulness of the units as a circuit, on the sets whose
+    design gives a patching metric (the others are noted)."""
+    if not units:
+        raise PsylingError("no units to ablate: give --units or --units-from")
+
+    def per_set(model: LanguageModel, stim: StimulusSet) -> tuple[dict[str, pd.DataFrame], dict]:
+        tables = {"ablation": ablate(model, [stim], units, config, run.scoring, progress)}
+        entry: dict = {}
+        if faithful:
+            try:
+                tables["faithfulness"] = faithfulness(model, stim, units, config, run.scoring)
+            except PsylingError as exc:
+                entry["faithfulness"] = f"not computed: {exc}"
+        return tables, entry
+
+    return circuit_experiment(run, "ablation", {**asdict(config), "units": units, "faithfulness": faithful},
+                              per_set, out, lm=lm, replace_out=replace_out, summary="ablation")

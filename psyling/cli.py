@@ -1,5 +1,6 @@
 """Command line: ``psyling run`` (and ``lens``) score stimulus sets into a run directory; ``analyze``, ``compare``,
-``probe`` and ``encode`` work on runs and corpora; ``evaluate`` scores predictions on surprisal computed
+``probe`` and ``encode`` work on runs and corpora; ``patch``, ``mediate``, ``ablate`` and ``steer`` analyse circuits
+between the conditions of each item; ``evaluate`` scores predictions on surprisal computed
 elsewhere; ``check`` tests a model's batching invariance; ``reproduce`` runs the registered reproductions;
 ``validate``, ``new``, ``batteries``, ``models`` and ``cache`` manage stimuli, models and the score cache.
 
@@ -164,6 +165,8 @@ def _patch_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--method", default="exact", choices=("exact", "atp", "both"),
                        help="exact activation patching, attribution patching (AtP), or both (with their agreement)")
     group.add_argument("--atp-sites", default="resid,attn,mlp,head,neuron", help="site kinds for AtP")
+    group.add_argument("--confirm", type=int, default=0, metavar="K",
+                       help="with AtP: patch its top K heads and top K MLP units exactly (default 0)")
     group.add_argument("--items-per-batch", type=int, default=8, help="items patched together (default 8)")
     group.add_argument("--bootstrap", type=int, default=1000, help="item-bootstrap resamples for the CIs")
     group.add_argument("--no-plots", action="store_true", help="no PNG heatmaps")
@@ -183,6 +186,32 @@ def _steer_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--alpha", type=float, default=1.0)
     group.add_argument("--folds", type=int, default=5, help="item-grouped folds (default 5)")
     group.add_argument("--threshold", type=float, default=0.1)
+    group.add_argument("--bootstrap", type=int, default=1000)
+
+
+def _mediation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("causal mediation")
+    _layers_option(group, "to analyse")
+    group.add_argument("--region", help="where to intervene (default: the first region in which the contexts differ)")
+    group.add_argument("--token", default="last", help="token within the region: first, last, all or k")
+    group.add_argument("--kinds", default="attn,mlp,head,neuron", help="component kinds (default attn,mlp,head,neuron)")
+    group.add_argument("--top-k", type=int, default=20, help="heads and MLP units kept in the top table (default 20)")
+    group.add_argument("--screen", default="atp", choices=("atp", "layers"),
+                       help="how MLP units are screened before exact patching (default: attribution patching)")
+    group.add_argument("--threshold", type=float, default=0.1)
+    group.add_argument("--bootstrap", type=int, default=1000)
+
+
+def _ablation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("ablation")
+    group.add_argument("--units", help="heads / MLP units to ablate, comma-separated (head.L.H, neuron.L.N)")
+    group.add_argument("--units-from", type=Path, metavar="DIR",
+                       help="take them from a psyling mediate or psyling patch --method atp output")
+    group.add_argument("--kind", default="head", choices=("head", "neuron"), help="with --units-from (default head)")
+    group.add_argument("--top", type=int, default=5, help="with --units-from: how many (default 5)")
+    group.add_argument("--methods", default="zero,mean,resample", help="ablation methods (default all three)")
+    group.add_argument("--random", type=int, default=10, help="random control draws (default 10)")
+    group.add_argument("--faithfulness", action="store_true", help="also the faithfulness of the units as a circuit")
     group.add_argument("--bootstrap", type=int, default=1000)
 
 
@@ -232,13 +261,13 @@ def _circuit_run(args: argparse.Namespace) -> RunConfig:
 
 
 def _circuit_config(args: argparse.Namespace) -> CircuitConfig:
-    pairs = PairSpec(args.clean, args.corrupt, args.good, args.bad, args.critical, args.factor)
-    patch = PatchConfig(pairs, _csv(args.sites), _layers(args.layers), _csv(args.regions), args.token, args.unequal,
+    patch = PatchConfig(_pairs(args), _csv(args.sites), _layers(args.layers), _csv(args.regions), args.token, args.unequal,
                         _csv(args.directions), args.threshold, args.items_per_batch,
                         max_tokens=args.max_tokens or PatchConfig.max_tokens,
                         layout=Layout(PREFIX_REUSE[args.prefix_reuse] is not False, args.padding_side))
     return CircuitConfig(patch, exact=args.method != "atp", attribution=args.method != "exact",
-                         atp_sites=_csv(args.atp_sites), n_boot=args.bootstrap, plots=not args.no_plots)
+                         atp_sites=_csv(args.atp_sites), confirm=args.confirm, n_boot=args.bootstrap,
+                         plots=not args.no_plots)
 
 
 # ---- commands --------------------------------------------------------------------------------------------------
@@ -409,8 +438,7 @@ def _steer(args: argparse.Namespace) -> int:
     from .circuits import steer_experiment
     from .interp.causal_probes import CausalProbeConfig
 
-    pairs = PairSpec(args.clean, args.corrupt, args.good, args.bad, args.critical, args.factor)
-    config = CausalProbeConfig(pairs, _layers(args.layers), args.region, args.token, args.unequal, _csv(args.kinds),
+    config = CausalProbeConfig(_pairs(args), _layers(args.layers), args.region, args.token, args.unequal, _csv(args.kinds),
                                args.folds, args.mode, args.alpha, args.threshold, n_boot=args.bootstrap,
                                layout=Layout(PREFIX_REUSE[args.prefix_reuse] is not False, args.padding_side))
     out, tables, manifest = steer_experiment(_circuit_run(args), config, args.out, replace_out=args.replace,
@@ -420,6 +448,44 @@ def _steer(args: argparse.Namespace) -> int:
     for line in manifest["errors"]:
         print(f"psyling: skipped: {line}", file=sys.stderr)
     print(f"\nrows and per-layer summary in {out}")
+    return 0
+
+
+def _pairs(args: argparse.Namespace) -> PairSpec:
+    return PairSpec(args.clean, args.corrupt, args.good, args.bad, args.critical, args.factor)
+
+
+def _mediate(args: argparse.Namespace) -> int:
+    from .circuits import mediate_experiment
+    from .interp.mediation import MediationConfig
+
+    config = MediationConfig(_pairs(args), args.region, args.token, _layers(args.layers), args.top_k, args.screen,
+                             args.bootstrap, kinds=_csv(args.kinds), threshold=args.threshold)
+    out, tables, manifest = mediate_experiment(_circuit_run(args), config, args.out, replace_out=args.replace,
+                                               progress=not args.quiet)
+    columns = ["set", "component", "site", "te", "nie", "nie_ci_low", "nie_ci_high", "nde", "rank"]
+    print(tables["mediation_top"][columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for line in manifest["errors"]:
+        print(f"psyling: skipped: {line}", file=sys.stderr)
+    print(f"\nmediation effects, top components and patches in {out}")
+    return 0
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from .circuits import ablate_experiment, top_units
+    from .interp.ablation import AblationConfig
+
+    units = list(_csv(args.units) or ()) + (top_units(args.units_from, args.kind, args.top) if args.units_from else [])
+    config = AblationConfig(_csv(args.methods), args.random, n_boot=args.bootstrap, pairs=_pairs(args))
+    out, tables, manifest = ablate_experiment(_circuit_run(args), units, config, args.out, faithful=args.faithfulness,
+                                              replace_out=args.replace, progress=not args.quiet)
+    print(f"ablated: {', '.join(units)}")
+    columns = ["set", "units", "method", "accuracy", "baseline", "change", "ci_low", "ci_high"]
+    print(tables["ablation"][columns].query("not units.str.startswith('random-')", engine="python")
+          .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for line in manifest["errors"]:
+        print(f"psyling: skipped: {line}", file=sys.stderr)
+    print(f"\nablation (and faithfulness) tables in {out}")
     return 0
 
 
@@ -626,6 +692,24 @@ def _steer_parser(sub: Sub) -> None:
     steer.set_defaults(func=_steer)
 
 
+def _mediate_parser(sub: Sub) -> None:
+    med = sub.add_parser("mediate", help="causal mediation (Finlayson et al. 2021): total, natural direct and "
+                                         "indirect effects per layer, head and MLP unit")
+    for add in (_model_options, _scoring_options, _stimulus_options, _pair_options, _mediation_options,
+                _output_options):
+        add(med)
+    med.set_defaults(func=_mediate)
+
+
+def _ablate_parser(sub: Sub) -> None:
+    abl = sub.add_parser("ablate", help="zero / mean / resample ablation of heads or MLP units against random "
+                                        "units of the same layers; accuracy change per set, faithfulness")
+    for add in (_model_options, _scoring_options, _stimulus_options, _pair_options, _ablation_options,
+                _output_options):
+        add(abl)
+    abl.set_defaults(func=_ablate)
+
+
 def _reproduce_parser(sub: Sub) -> None:
     rep = sub.add_parser("reproduce", help="published figures vs measured ones, for the registered reproductions")
     rep.add_argument("names", nargs="*", default=["list"], metavar="list|all|NAME",
@@ -658,7 +742,7 @@ def _tool_parsers(sub: Sub) -> None:
 
 COMMANDS: tuple[Callable[[Sub], None], ...] = (
     _run_parser, _lens_parser, _check_parser, _evaluate_parser, _analyze_parser, _compare_parser, _probe_parser,
-    _encode_parser, _patch_parser, _steer_parser, _reproduce_parser, _stimuli_parsers, _tool_parsers)
+    _encode_parser, _patch_parser, _mediate_parser, _ablate_parser, _steer_parser, _reproduce_parser, _stimuli_parsers, _tool_parsers)
 
 
 def build_parser() -> argparse.ArgumentParser:

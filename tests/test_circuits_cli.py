@@ -109,3 +109,34 @@ def test_steer_cli_writes_rows_and_summary(tmp_path, tiny_model_dir):
     flips = rows.groupby(["layer", "direction_kind"])["flipped"].mean()
     merged = summary.set_index(["layer", "direction_kind"])["iia"]
     np.testing.assert_allclose(merged.sort_index(), flips.sort_index())
+
+
+def test_mediate_cli_effects_follow_from_its_patches(tmp_path, tiny_model_dir):
+    stim = write_agreement_set(tmp_path)
+    out = tmp_path / "out"
+    assert main(["mediate", "--stimuli", str(stim), "--out", str(out), "--model", str(tiny_model_dir), "--kinds",
+                 "mlp,head", "--top-k", "3", "--threshold", "0", "--bootstrap", "50", "--quiet"]) == 0
+    effects = pd.read_parquet(out / "mediation_effects.parquet")
+    patches = pd.read_parquet(out / "patching.parquet")
+    assert set(patches["region"]) == {"subject"}  # the region where the two contexts differ
+    noised = patches[(patches["site"] == "mlp.1") & (patches["direction"] == "noise")]
+    nie = (2.0 ** (noised["m_clean"] - noised["m_patched"]) - 1).mean()  # Finlayson's y = 2^-M
+    np.testing.assert_allclose(effects.set_index("site").loc["mlp.1", "nie"], nie, rtol=1e-9)
+    top = pd.read_parquet(out / "mediation_top.parquet")
+    heads = top[top["component"] == "head"]
+    assert list(heads["rank"]) == [1, 2, 3] and heads["nie"].is_monotonic_decreasing
+
+
+def test_ablate_cli_reports_change_against_random_units(tmp_path, tiny_model_dir):
+    stim = write_agreement_set(tmp_path)
+    out = tmp_path / "out"
+    assert main(["ablate", "--stimuli", str(stim), "--out", str(out), "--model", str(tiny_model_dir), "--units",
+                 "head.1.0,head.2.1", "--methods", "zero", "--random", "2", "--faithfulness", "--bootstrap", "50",
+                 "--quiet"]) == 0
+    ablation = pd.read_parquet(out / "ablation.parquet")
+    assert list(ablation["units"]) == ["top", "random-0", "random-1", "random"]
+    np.testing.assert_allclose(ablation["change"].iloc[:3], ablation["accuracy"].iloc[:3] - ablation["baseline"].iloc[:3])
+    faithful = pd.read_parquet(out / "faithfulness.parquet")
+    assert faithful["circuit"].iloc[0] == "circuit" and faithful["k"].iloc[0] == 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["ablation"]["units"] == ["head.1.0", "head.2.1"]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from psyling.api import set_requests
+from psyling.models.scorer import set_requests
 from psyling.errors import ModelError
 from psyling.measures.surprisal import LN2, surprisal_tables
 from psyling.models.masked import MaskedScorer, is_masked_lm

@@ -105,7 +105,8 @@ class AttributionConfig:
 
 @dataclass
 class AttributionResult:
-    """Per-item AtP rows for whole sites and heads (``ATTRIBUTION_COLUMNS``) and item-mean rows per MLP unit."""
+    """Per-item AtP rows for whole sites and heads (``ATTRIBUTION_COLUMNS``) and item-mean rows per MLP unit
+    (``UNIT_COLUMNS``)."""
     rows: pd.DataFrame
     neurons: pd.DataFrame
 
@@ -157,15 +158,29 @@ def _site_width(site: str, patcher: Patcher, recorded: torch.Tensor) -> int:
     return patcher.arch.head_dim if kind == "head" else 1 if kind == "neuron" else recorded.shape[1]
 
 
+UnitTotals = dict[tuple, list]  # (clean, corrupt, whole site, region, direction) -> [sum of deltas, n, sums of M]
+
+
+def _add_units(totals: UnitTotals, key: tuple, deltas: np.ndarray, base: dict, threshold: float) -> None:
+    """Add an item's per-unit estimates to the running item sums (items below the threshold left out)."""
+    if abs(base["m_clean"] - base["m_corrupt"]) < threshold or np.isnan(deltas).any():
+        return
+    entry = totals.setdefault(key, [np.zeros(len(deltas)), 0, 0.0, 0.0])
+    entry[0] += deltas
+    entry[1] += 1
+    entry[2] += base["m_clean"]
+    entry[3] += base["m_corrupt"]
+
+
 def _chunk_estimates(stim: StimulusSet, patcher: Patcher, config: AttributionConfig, record: list[str],
-                     chunk: list[ItemSequences]) -> tuple[list[dict], list[dict]]:
-    """AtP rows of one chunk in every direction: whole sites and heads (``rows``), MLP units (``units``)."""
+                     chunk: list[ItemSequences], units: UnitTotals) -> list[dict]:
+    """AtP rows of one chunk in every direction for whole sites and heads; MLP units go into ``units``' item
+    sums (one row per item and unit would not fit in memory: 30 layers x 1,536 units for SmolLM2)."""
     patch = config.patch
     regions = patch.regions or tuple(stim.regions) + ("all",)
     runs = {ctx: run_context(patcher.runner, patcher.reader, chunk, ctx, patch.layout, record)
             for ctx in ("clean", "corrupt")}
     rows: list[dict] = []
-    units: list[dict] = []
     for direction in patch.directions:
         target_ctx, source_ctx = DIRECTIONS[direction]
         target, grads, _ = _gradient_run(patcher, chunk, target_ctx, record, config.metric)
@@ -184,12 +199,14 @@ def _chunk_estimates(stim: StimulusSet, patcher: Patcher, config: AttributionCon
                     else:
                         deltas = np.full(n_out, 0.0 if status in ("identical", "after") else np.nan)
                     base = _base_row(stim, seqs, runs, j, direction, region, config.metric)
-                    named = [(site, -1)] if n_out == 1 and width == recorded.shape[1] else \
-                        [(f"{site}.{k}", k) for k in range(n_out)]
-                    (units if parsed.kind == "neuron" else rows).extend(
-                        {**base, "site": name, "kind": parsed.kind, "layer": parsed.layer, "head": k,
-                         "delta_atp": float(d)} for (name, k), d in zip(named, deltas))
-    return rows, units
+                    if parsed.kind == "neuron":
+                        _add_units(units, (seqs.pair.clean, seqs.pair.corrupt, site, region, direction), deltas,
+                                   base, patch.threshold)
+                        continue
+                    named = [(site, -1)] if width == recorded.shape[1] else [(f"{site}.{k}", k) for k in range(n_out)]
+                    rows.extend({**base, "site": name, "kind": parsed.kind, "layer": parsed.layer, "head": k,
+                                 "delta_atp": float(d)} for (name, k), d in zip(named, deltas))
+    return rows
 
 
 def _base_row(stim: StimulusSet, seqs: ItemSequences, runs: dict[str, ContextRun], j: int, direction: str,
@@ -212,38 +229,43 @@ def _with_effects(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
     return table
 
 
-def unit_summary(units: pd.DataFrame) -> pd.DataFrame:
-    """Item means per MLP unit, region and direction: mean estimated change and the ratio-of-means effect."""
-    keys = ["set", "clean", "corrupt", "site", "kind", "layer", "head", "region", "direction", "metric"]
-    used = units[units["effect_atp"].notna()]
-    out = used.groupby(keys, sort=False).agg(delta_atp=("delta_atp", "mean"), m_clean=("m_clean", "mean"),
-                                              m_corrupt=("m_corrupt", "mean"), n_items=("item", "size"))
-    out = out.reset_index()
-    gap = out["m_clean"] - out["m_corrupt"]
-    out["effect_atp"] = np.where(out["direction"] == "denoise", out["delta_atp"], -out["delta_atp"]) / gap
-    return out
+UNIT_COLUMNS = ["set", "clean", "corrupt", "site", "kind", "layer", "head", "region", "direction", "metric",
+                "delta_atp", "m_clean", "m_corrupt", "n_items", "effect_atp"]
+
+
+def unit_summary(stim: StimulusSet, totals: UnitTotals, metric: str) -> pd.DataFrame:
+    """Item means per MLP unit, region and direction: the mean estimated change and the ratio-of-means effect
+    (R or D) over the items above the threshold."""
+    parts = []
+    for (clean, corrupt, site, region, direction), (sums, n, sum_clean, sum_corrupt) in totals.items():
+        layer = parse_site(site).layer
+        delta = sums / n
+        gap = (sum_clean - sum_corrupt) / n
+        parts.append(pd.DataFrame({
+            "set": stim.name, "clean": clean, "corrupt": corrupt, "site": [f"{site}.{k}" for k in range(len(sums))],
+            "kind": "neuron", "layer": layer, "head": np.arange(len(sums)), "region": region, "direction": direction,
+            "metric": metric, "delta_atp": delta, "m_clean": sum_clean / n, "m_corrupt": sum_corrupt / n,
+            "n_items": n, "effect_atp": (delta if direction == "denoise" else -delta) / gap}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=UNIT_COLUMNS)
 
 
 def attribute_set(lm: LanguageModel, stim: StimulusSet, config: AttributionConfig = AttributionConfig(),
                   scoring: Optional[ScoringOptions] = None, progress: bool = True) -> AttributionResult:
-    """AtP estimates for every site, head and MLP unit of ``config`` at every region, item and direction."""
+    """AtP estimates for every site, head and MLP unit of ``config`` at every region and direction (per item;
+    units: item means)."""
     scorer = CausalScorer(lm, scoring or ScoringOptions(), progress=False)
     patch = config.patch
     patcher = Patcher(lm, stim, patch, scorer)
     record = _whole_sites(lm, patch)
     rows: list[dict] = []
-    units: list[dict] = []
+    units: UnitTotals = {}
     for pair in pairs_for(stim, patch.pairs):
         seqs = [s for s in (item_sequences(stim, item, pair, scorer) for item in stim.items) if not s.problem]
         for chunk in tqdm(list(_chunks(seqs, patch.items_per_batch)), desc=f"attribution {stim.name}",
                           disable=not progress):
-            chunk_rows, chunk_units = _chunk_estimates(stim, patcher, config, record, chunk)
-            rows += chunk_rows
-            units += chunk_units
+            rows += _chunk_estimates(stim, patcher, config, record, chunk, units)
     table = _with_effects(pd.DataFrame(rows, columns=ATTRIBUTION_COLUMNS[:-2]), patch.threshold)
-    unit_table = _with_effects(pd.DataFrame(units, columns=ATTRIBUTION_COLUMNS[:-2]),
-                               patch.threshold)
-    return AttributionResult(table[ATTRIBUTION_COLUMNS], unit_summary(unit_table))
+    return AttributionResult(table[ATTRIBUTION_COLUMNS], unit_summary(stim, units, config.metric))
 
 
 def atp_agreement(attribution: pd.DataFrame, exact: pd.DataFrame) -> pd.DataFrame:

@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 
 from ..models.forward import ForwardPass, ForwardRunner, ModelInputs, batch_inputs
+from ..models.hooks import Intervention
 from ..models.packing import Batch, Row, packed_plan
 from .circuit_metric import MetricReader, MetricValues, ReadLogits, context_metric, read_positions
 from .pair_sequences import CONTINUATIONS, ItemSequences
@@ -86,13 +87,15 @@ def metrics_from_read(logits: torch.Tensor, chunk: Sequence[ItemSequences], cont
 
 
 def run_context(runner: ForwardRunner, reader: MetricReader, chunk: list[ItemSequences], context: str,
-                layout: Layout, record: Sequence[str], copies: int = 1) -> ContextRun:
-    """The unpatched pass of a chunk in ``context``, recording ``record`` and reading the metric; run as
-    ``copies`` identical copies (of which the first is kept), the shape of every patched pass of the chunk."""
+                layout: Layout, record: Sequence[str], copies: int = 1,
+                interventions: Sequence[Intervention] = ()) -> ContextRun:
+    """The unpatched pass of a chunk in ``context`` (or one under ``interventions`` at every sequence, e.g. an
+    ablation), recording ``record`` and reading the metric; run as ``copies`` identical copies (of which the
+    first is kept), the shape of every patched pass of the chunk."""
     inputs = context_inputs(chunk, context, layout)
     run = ContextRun(context, chunk, inputs, None, [])  # type: ignore[arg-type]
     read = torch.tensor([f for k in range(copies) for f in run.read(k)], dtype=torch.long)
-    forward = runner.run_inputs(tile(inputs, copies), record=record, read=read)
+    forward = runner.run_inputs(tile(inputs, copies), record=record, read=read, interventions=interventions)
     size = inputs.input_ids.numel()
     forward.recorded = {site: value[:size] for site, value in forward.recorded.items()}
     forward.columns = inputs.columns

@@ -14,6 +14,7 @@ from .loading import LanguageModel
 from .options import ScoringOptions
 from .store import ScoreStore
 from .vocab import WordMarkers
+from ..stimuli.schema import StimulusSet
 
 Key = tuple
 
@@ -79,6 +80,12 @@ class ScoreResult(Sequence[TokenScores]):
 
 
 Consumer = Callable[[list[TokenScores]], None]
+
+
+def set_requests(stim: StimulusSet) -> list[ScoreRequest]:
+    """One scoring request per item x condition of a set, keyed (set, item, condition)."""
+    return [ScoreRequest((stim.name, item.id, c), item.conditions[c].text, item.conditions[c].prefix)
+            for item in stim.items for c in stim.conditions]
 
 
 @runtime_checkable
