@@ -3,7 +3,12 @@ encoding models of human measures, and representational similarity between condi
 ``features`` (site name such as ``resid.3`` -> [n, d] array) and ``meta`` (n rows: set, item, condition, pool,
 position, text, labels), as ``load_activations`` returns them from a run's ``activations/`` folder;
 ``ActivationReader`` reads that folder memory-mapped, by rows or in (shuffled) batches. The logit lens (``lens``)
-turns scores read out at intermediate layers into tables."""
+turns scores read out at intermediate layers into tables.
+
+Circuit analysis between the conditions of a set's items: ``pairs`` (the design), ``pair_sequences`` (sequences
+and region alignment), ``circuit_metric`` (M in bits), ``patching`` (exact activation patching), ``attribution``
+(AtP), ``mediation`` (Finlayson et al. 2021), ``ablation`` (with a random control; faithfulness) and
+``causal_probes`` (interchange interventions along probe directions)."""
 from .activations import (ActivationReader, ActivationWriter, activation_sites, load_activations, pool_tokens,
                           sorted_sites)
 from .encoding import ALPHAS, ENCODING_COLUMNS, encode_layers, ridge_gcv, split_half_ceiling
@@ -11,8 +16,16 @@ from .probes import (PROBE_COLUMNS, check_features, control_labels, group_folds,
                      labels_from_conditions, probe_layers, site_layer, site_matrix)
 from .lens import emergence, lens_accuracy, lens_tables
 from .similarity import RSA_COLUMNS, condition_rdms, factor_rdm, layer_rsa
+from .ablation import AblationConfig, ablate, faithfulness
+from .attribution import AttributionConfig, attribute_set
+from .causal_probes import CausalProbeConfig, causal_probes
+from .mediation import MediationConfig, mediate
+from .pairs import Pair, PairSpec
+from .patching import PatchConfig, patch_set
 
-__all__ = ["ActivationReader", "ActivationWriter", "activation_sites", "emergence", "lens_accuracy", "lens_tables",
+__all__ = ["AblationConfig", "AttributionConfig", "CausalProbeConfig", "MediationConfig", "Pair", "PairSpec",
+           "PatchConfig", "ablate", "attribute_set", "causal_probes", "faithfulness", "mediate", "patch_set",
+           "ActivationReader", "ActivationWriter", "activation_sites", "emergence", "lens_accuracy", "lens_tables",
            "load_activations", "pool_tokens", "ALPHAS", "ENCODING_COLUMNS", "PROBE_COLUMNS", "RSA_COLUMNS",
            "check_features", "condition_rdms", "control_labels", "encode_layers", "factor_rdm", "group_folds",
            "group_permutation", "labels_from_conditions", "layer_rsa", "probe_layers", "ridge_gcv", "site_layer",

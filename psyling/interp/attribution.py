@@ -26,7 +26,7 @@ from ..stimuli.schema import StimulusSet
 from .circuit_metric import MetricReader, read_positions
 from .pair_sequences import CONTINUATIONS, ItemSequences, Key, item_sequences
 from .patch_runs import ContextRun, context_inputs, run_context
-from .patching import DIRECTIONS, PatchConfig, Patcher, _chunks, _variant, patch_sites
+from .patching import DIRECTIONS, PatchConfig, Patcher, _chunks, _variant, patch_regions, patch_sites
 from .pairs import DesignError, pairs_for
 
 LN2 = math.log(2.0)
@@ -177,7 +177,7 @@ def _chunk_estimates(stim: StimulusSet, patcher: Patcher, config: AttributionCon
     """AtP rows of one chunk in every direction for whole sites and heads; MLP units go into ``units``' item
     sums (one row per item and unit would not fit in memory: 30 layers x 1,536 units for SmolLM2)."""
     patch = config.patch
-    regions = patch.regions or tuple(stim.regions) + ("all",)
+    regions = patch_regions(stim, patch)
     runs = {ctx: run_context(patcher.runner, patcher.reader, chunk, ctx, patch.layout, record)
             for ctx in ("clean", "corrupt")}
     rows: list[dict] = []

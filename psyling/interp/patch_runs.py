@@ -14,7 +14,7 @@ import torch
 
 from ..models.forward import ForwardPass, ForwardRunner, ModelInputs, batch_inputs
 from ..models.hooks import Intervention
-from ..models.packing import Batch, Row, packed_plan
+from ..models.packing import Batch, Row
 from .circuit_metric import MetricReader, MetricValues, ReadLogits, context_metric, read_positions
 from .pair_sequences import CONTINUATIONS, ItemSequences
 
@@ -27,13 +27,24 @@ class Layout:
 
 
 def _item_rows(seqs: ItemSequences, context: str, tree: bool) -> list[Row]:
+    """An item's two sequences in one context: one tree row whose nodes the continuations share only up to the
+    end of the context (so that a continuation's token can be patched for that continuation alone, even where
+    the other continuation begins with the same token), or one padded row each."""
     sequences = [seqs.encoded[(context, cont)].sequence for cont in CONTINUATIONS]
-    if tree:
-        (batch,) = packed_plan(sequences, sum(map(len, sequences)), 2**62)
-        (row,) = batch.rows
-        return [row]
-    return [Row(list(s), list(range(len(s))), list(range(-1, len(s) - 1)), {0: list(range(len(s)))})
-            for s in sequences]
+    if not tree:
+        return [Row(list(s), list(range(len(s))), list(range(-1, len(s) - 1)), {0: list(range(len(s)))})
+                for s in sequences]
+    ends = [len(seqs.encoded[(context, cont)].context) + seqs.critical[(context, cont)].start for cont in CONTINUATIONS]
+    shared = ends[0] if ends[0] == ends[1] and sequences[0][:ends[0]] == sequences[1][:ends[0]] else 0
+    row = Row(list(sequences[0][:shared]), list(range(shared)), list(range(-1, shared - 1)), {})
+    for s, sequence in enumerate(sequences):
+        at = len(row.tokens)
+        rest = sequence[shared:]
+        row.tokens += rest
+        row.positions += list(range(shared, len(sequence)))
+        row.parents += [shared - 1 if k == 0 else at + k - 1 for k in range(len(rest))]
+        row.paths[s] = list(range(shared)) + list(range(at, at + len(rest)))
+    return [row]
 
 
 def context_inputs(chunk: Sequence[ItemSequences], context: str, layout: Layout) -> ModelInputs:

@@ -143,11 +143,21 @@ def _variant(stim: StimulusSet, site: str, region: str, config: PatchConfig, tar
     return variant
 
 
+def patch_regions(stim: StimulusSet, config: PatchConfig) -> tuple[str, ...]:
+    """The regions a config patches (default: every region, then all), checked against the set's."""
+    regions = config.regions or tuple(stim.regions) + ("all",)
+    unknown = [r for r in regions if r != "all" and r not in stim.regions]
+    if unknown:
+        raise DesignError(f"{stim.source}: field=regions: no region {unknown[0]!r} "
+                          f"(regions: {', '.join(stim.regions)}, or all)")
+    return regions
+
+
 def copies_per_pass(stim: StimulusSet, chunk: list[ItemSequences], config: PatchConfig, size: int) -> int:
     """How many patched copies of a chunk's batch one pass holds: the regions that need computing, at most
     what ``max_tokens`` allows. Every pass of the chunk (the unpatched ones too) has this many copies, so that
     all run on tensors of one shape and a patch that restores a whole run gives its numbers bit for bit."""
-    regions = config.regions or tuple(stim.regions) + ("all",)
+    regions = patch_regions(stim, config)
     needed = sum(any(_status(stim, seqs, r, config)[0] == "computed" for seqs in chunk) for r in regions)
     return max(1, min(needed, config.max_tokens // size))
 
@@ -200,12 +210,8 @@ class Patcher:
                                   self.reader) for k in range(len(group))]
 
     def variants(self, site: str, target: ContextRun, source: ContextRun) -> list[Variant]:
-        regions = self.config.regions or tuple(self.stim.regions) + ("all",)
-        unknown = [r for r in regions if r != "all" and r not in self.stim.regions]
-        if unknown:
-            raise DesignError(f"{self.stim.source}: field=regions: no region {unknown[0]!r} "
-                              f"(regions: {', '.join(self.stim.regions)}, or all)")
-        return [_variant(self.stim, site, region, self.config, target, source) for region in regions]
+        return [_variant(self.stim, site, region, self.config, target, source)
+                for region in patch_regions(self.stim, self.config)]
 
     def site_values(self, site: str, target: ContextRun, source: ContextRun,
                     copies: int) -> list[tuple[Variant, list]]:
@@ -285,7 +291,7 @@ class PatchResult:
 
 def _problem_rows(stim: StimulusSet, seqs: ItemSequences, sites: list[str], config: PatchConfig) -> list[dict]:
     """An item that cannot be patched, listed at every site, region and direction with the reason."""
-    regions = config.regions or tuple(stim.regions) + ("all",)
+    regions = patch_regions(stim, config)
     pair = seqs.pair
     return [{"set": stim.name, "clean": pair.clean, "corrupt": pair.corrupt, "good": pair.good, "bad": pair.bad,
              "critical": pair.critical, "item": seqs.item, "site": site, "kind": parse_site(site).kind,
@@ -312,6 +318,7 @@ def patch_set(lm: LanguageModel, stim: StimulusSet, config: PatchConfig = PatchC
     sites = patch_sites(lm, config.sites, config.layers)
     record = recorded_sites(sites)
     pairs = pairs_for(stim, config.pairs)
+    patch_regions(stim, config)
     rows: list[dict] = []
     alignments = []
     for pair in pairs:
