@@ -59,6 +59,8 @@ class PatchConfig:
         bad = [d for d in self.directions if d not in DIRECTIONS]
         if bad or not self.directions:
             raise DesignError(f"direction {bad[0] if bad else ''!r}: choose from {', '.join(DIRECTIONS)}")
+        if not self.threshold >= 0:
+            raise DesignError(f"--threshold must be a number of bits >= 0 (got {self.threshold})")
 
 
 def patch_sites(lm: LanguageModel, kinds: Sequence[str], layers: Optional[Sequence[int]] = None) -> list[str]:
@@ -118,8 +120,9 @@ def _status(stim: StimulusSet, seqs: ItemSequences, region: str,
         return "after", {}
     chosen = {cont: seqs.positions(cont, region, config.token, config.unequal) for cont in CONTINUATIONS}
     if any(v is None for v in chosen.values()):
+        skipped = config.unequal == "skip" and config.token == "all"
         return (f"not aligned: region {region!r} has no token {config.token!r} in both contexts"
-                f"{' (token counts differ; --unequal skip)' if config.unequal == 'skip' else ''}"), {}
+                f"{' (or its token counts differ: --unequal skip)' if skipped else ''}"), {}
     if config.skip_identical and all(a == b < seqs.divergence for pairs in chosen.values() for a, b in pairs):
         return "identical", {}
     return "computed", chosen  # type: ignore[return-value]
@@ -261,7 +264,7 @@ def _rows(stim: StimulusSet, direction: str, runs: dict[str, ContextRun], site: 
             notes = {"identical": "identical activations in both contexts: 0 by construction (not recomputed)",
                      "after": "after the critical region: cannot change the metric (not recomputed)"}
             note = notes.get(status, "" if status == "computed" else status)
-            if patched is not None and abs(gap) < config.threshold:
+            if patched is not None and (abs(gap) < config.threshold or gap == 0):
                 note = f"excluded: |M_clean - M_corrupt| = {abs(gap):.3g} bit < {config.threshold:g}"
             pair = seqs.pair
             rows.append({"set": stim.name, "clean": pair.clean, "corrupt": pair.corrupt, "good": pair.good,
