@@ -52,8 +52,8 @@ def top_attributed(attribution: pd.DataFrame, units: pd.DataFrame, k: int) -> li
     """The ``k`` heads and the ``k`` MLP units with the largest item-mean |AtP effect| in any region and
     direction (the screen whose top is then patched exactly)."""
     heads = attribution[attribution["kind"] == "head"].groupby(["site", "region", "direction"])["effect_atp"].mean()
-    ranked = [heads.abs().groupby(level="site").max(), units.groupby("site")["effect_atp"].apply(
-        lambda v: v.abs().max()) if not units.empty else pd.Series(dtype=float)]
+    unit_scores = units["effect_atp"].abs().groupby(units["site"]).max() if not units.empty else pd.Series(dtype=float)
+    ranked = [heads.abs().groupby(level="site").max(), unit_scores]
     return [site for scores in ranked for site in scores.sort_values(ascending=False).index[:k]]
 
 

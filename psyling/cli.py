@@ -420,6 +420,13 @@ def _probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _circuit_done(manifest: dict, where: str) -> None:
+    """The end of a circuit command: the sets it skipped (``_skipped``, on stderr) and where its tables are. The
+    exit code stays 0 when some sets were skipped (``psyling run`` gives 2; see the issue 12 note)."""
+    _skipped(manifest["errors"])
+    print(f"\n{where}")
+
+
 def _patch(args: argparse.Namespace) -> int:
     from .circuits import patch_experiment
     from .report.terminal import format_patching
@@ -428,9 +435,7 @@ def _patch(args: argparse.Namespace) -> int:
                                              replace_out=args.replace,
                                              progress=not args.quiet)
     print(format_patching(tables))
-    for line in manifest["errors"]:
-        print(f"psyling: skipped: {line}", file=sys.stderr)
-    print(f"\npatching tables, alignment and heatmaps in {out}")
+    _circuit_done(manifest, f"patching tables, alignment and heatmaps in {out}")
     return 0
 
 
@@ -445,9 +450,7 @@ def _steer(args: argparse.Namespace) -> int:
                                              progress=not args.quiet)
     columns = ["set", "layer", "direction_kind", "iia", "toward", "accuracy", "selectivity", "corrupt_flips", "n_items"]
     print(tables["causal_probes_summary"][columns].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    for line in manifest["errors"]:
-        print(f"psyling: skipped: {line}", file=sys.stderr)
-    print(f"\nrows and per-layer summary in {out}")
+    _circuit_done(manifest, f"rows and per-layer summary in {out}")
     return 0
 
 
@@ -465,9 +468,7 @@ def _mediate(args: argparse.Namespace) -> int:
                                                progress=not args.quiet)
     columns = ["set", "component", "site", "te", "nie", "nie_ci_low", "nie_ci_high", "nde", "rank"]
     print(tables["mediation_top"][columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    for line in manifest["errors"]:
-        print(f"psyling: skipped: {line}", file=sys.stderr)
-    print(f"\nmediation effects, top components and patches in {out}")
+    _circuit_done(manifest, f"mediation effects, top components and patches in {out}")
     return 0
 
 
@@ -483,9 +484,7 @@ def _ablate(args: argparse.Namespace) -> int:
     columns = ["set", "units", "method", "accuracy", "baseline", "change", "ci_low", "ci_high"]
     print(tables["ablation"][columns].query("not units.str.startswith('random-')", engine="python")
           .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    for line in manifest["errors"]:
-        print(f"psyling: skipped: {line}", file=sys.stderr)
-    print(f"\nablation (and faithfulness) tables in {out}")
+    _circuit_done(manifest, f"ablation (and faithfulness) tables in {out}")
     return 0
 
 
@@ -676,38 +675,33 @@ def _probe_parser(sub: Sub) -> None:
     pr.set_defaults(func=_probe)
 
 
+def _circuit_parser(sub: Sub, name: str, help_text: str, options: Callable[[argparse.ArgumentParser], None],
+                    func: Callable[[argparse.Namespace], int]) -> None:
+    """A circuit command: model, scoring, stimuli, pairs, its own ``options`` and the output."""
+    parser = sub.add_parser(name, help=help_text)
+    for add in (_model_options, _scoring_options, _stimulus_options, _pair_options, options, _output_options):
+        add(parser)
+    parser.set_defaults(func=func)
+
+
 def _patch_parser(sub: Sub) -> None:
-    patch = sub.add_parser("patch", help="activation / attribution patching between the conditions of each item")
-    for add in (_model_options, _scoring_options, _stimulus_options, _pair_options, _patch_options,
-                _output_options):
-        add(patch)
-    patch.set_defaults(func=_patch)
+    _circuit_parser(sub, "patch", "activation / attribution patching between the conditions of each item",
+                    _patch_options, _patch)
 
 
 def _steer_parser(sub: Sub) -> None:
-    steer = sub.add_parser("steer", help="probes made causal: move the residual stream along a probe direction "
-                                         "and count flipped preferences (interchange-intervention accuracy)")
-    for add in (_model_options, _scoring_options, _stimulus_options, _pair_options, _steer_options, _output_options):
-        add(steer)
-    steer.set_defaults(func=_steer)
+    _circuit_parser(sub, "steer", "probes made causal: move the residual stream along a probe direction and count "
+                                  "flipped preferences (interchange-intervention accuracy)", _steer_options, _steer)
 
 
 def _mediate_parser(sub: Sub) -> None:
-    med = sub.add_parser("mediate", help="causal mediation (Finlayson et al. 2021): total, natural direct and "
-                                         "indirect effects per layer, head and MLP unit")
-    for add in (_model_options, _scoring_options, _stimulus_options, _pair_options, _mediation_options,
-                _output_options):
-        add(med)
-    med.set_defaults(func=_mediate)
+    _circuit_parser(sub, "mediate", "causal mediation (Finlayson et al. 2021): total, natural direct and indirect "
+                                    "effects per layer, head and MLP unit", _mediation_options, _mediate)
 
 
 def _ablate_parser(sub: Sub) -> None:
-    abl = sub.add_parser("ablate", help="zero / mean / resample ablation of heads or MLP units against random "
-                                        "units of the same layers; accuracy change per set, faithfulness")
-    for add in (_model_options, _scoring_options, _stimulus_options, _pair_options, _ablation_options,
-                _output_options):
-        add(abl)
-    abl.set_defaults(func=_ablate)
+    _circuit_parser(sub, "ablate", "zero / mean / resample ablation of heads or MLP units against random units of "
+                                   "the same layers; accuracy change per set, faithfulness", _ablation_options, _ablate)
 
 
 def _reproduce_parser(sub: Sub) -> None:

@@ -29,6 +29,11 @@ def bpe_llama():
 
 
 @pytest.fixture(scope="session")
+def bpe_gpt2():
+    return tiny_gpt2(byte_bpe_tokenizer())
+
+
+@pytest.fixture(scope="session")
 def sp_gpt2():
     return tiny_gpt2(metaspace_tokenizer())
 

@@ -27,7 +27,6 @@ from psyling.models.hooks import Intervention
 from psyling.models.options import ScoringOptions
 from psyling.models.scoring import CausalScorer
 from psyling.stimuli.io import load_set
-from tiny import byte_bpe_tokenizer, tiny_gpt2, tiny_llama
 
 PREDICTION = "[(verb;%sg_mismatch%) > (verb;%sg_match%)] & [(verb;%pl_mismatch%) > (verb;%pl_match%)]"
 FACTORS = "factors:\n  number: [sg, sg, pl, pl]\n  agreement: [match, mismatch, match, mismatch]\n"
@@ -111,16 +110,6 @@ def recorded(lm, seqs: ItemSequences, context: str, site: str) -> list[torch.Ten
 
 
 @pytest.fixture(scope="module")
-def llama():
-    return tiny_llama(byte_bpe_tokenizer())
-
-
-@pytest.fixture(scope="module")
-def gpt2():
-    return tiny_gpt2(byte_bpe_tokenizer())
-
-
-@pytest.fixture(scope="module")
 def equal_path(tmp_path_factory) -> Path:
     return write_set(tmp_path_factory.mktemp("equal"), EQUAL)
 
@@ -130,7 +119,7 @@ def mixed_path(tmp_path_factory) -> Path:
     return write_set(tmp_path_factory.mktemp("mixed"), EQUAL[:2] + UNEQUAL + EQUAL[2:], name="agr_mixed")
 
 
-@pytest.mark.parametrize("model", ["llama", "gpt2"])
+@pytest.mark.parametrize("model", ["bpe_llama", "bpe_gpt2"])
 def test_patching_every_position_restores_the_other_run(request, model, equal_path):
     lm = request.getfixturevalue(model)
     stim = load_set(equal_path)
@@ -151,9 +140,9 @@ def test_patching_every_position_restores_the_other_run(request, model, equal_pa
 
 
 @pytest.mark.parametrize("skip", [True, False])
-def test_a_region_before_the_divergence_gives_exactly_zero(llama, equal_path, skip):
+def test_a_region_before_the_divergence_gives_exactly_zero(bpe_llama, equal_path, skip):
     stim = load_set(equal_path)
-    res = patch_set(llama, stim, PatchConfig(regions=("opener", "subject"), skip_identical=skip), progress=False)
+    res = patch_set(bpe_llama, stim, PatchConfig(regions=("opener", "subject"), skip_identical=skip), progress=False)
     opener, subject = (res.rows[res.rows["region"] == r] for r in ("opener", "subject"))
     assert len(opener) == len(stim.items) * 3 * 2
     assert (opener["effect"] == 0).all()
@@ -176,10 +165,10 @@ def _run_pair(lm, stim, config: PatchConfig, context: str):
     return patcher, sites, run, copies
 
 
-def test_patching_a_run_into_itself_leaves_the_metric_unchanged(llama, equal_path):
+def test_patching_a_run_into_itself_leaves_the_metric_unchanged(bpe_llama, equal_path):
     stim = load_set(equal_path)
     config = PatchConfig(sites=("resid", "attn", "head"), skip_identical=False)
-    patcher, sites, run, copies = _run_pair(llama, stim, config, "clean")
+    patcher, sites, run, copies = _run_pair(bpe_llama, stim, config, "clean")
     computed = 0
     for site in sites:
         for variant, values in patcher.site_values(site, run, run, copies):
@@ -197,7 +186,7 @@ LAYOUTS = {"baseline": {}, "one item a batch": {"items_per_batch": 1}, "three a 
            "tiny max_tokens": {"max_tokens": 40}}
 
 
-@pytest.mark.parametrize("model", ["llama", "gpt2"])
+@pytest.mark.parametrize("model", ["bpe_llama", "bpe_gpt2"])
 def test_patched_metric_does_not_depend_on_the_batch_layout(request, model, mixed_path):
     lm = request.getfixturevalue(model)
     stim = load_set(mixed_path)
@@ -216,7 +205,7 @@ def test_patched_metric_does_not_depend_on_the_batch_layout(request, model, mixe
         assert (table["computed"] == base["computed"]).all(), name
 
 
-def test_tiny_max_tokens_runs_several_passes_per_site(llama, mixed_path, monkeypatch):
+def test_tiny_max_tokens_runs_several_passes_per_site(bpe_llama, mixed_path, monkeypatch):
     """max_tokens below two copies of a chunk's batch: one copy a pass, so one pass per needed region."""
     stim = load_set(mixed_path)
     calls = []
@@ -228,18 +217,18 @@ def test_tiny_max_tokens_runs_several_passes_per_site(llama, mixed_path, monkeyp
 
     monkeypatch.setattr(ForwardRunner, "run_inputs", counting)
     config = PatchConfig(sites=("resid",), layers=(1,), directions=("denoise",), items_per_batch=6, max_tokens=40)
-    patch_set(llama, stim, config, progress=False)
+    patch_set(bpe_llama, stim, config, progress=False)
     patched = [rows for started, rows in calls if started]
     unpatched = [rows for started, rows in calls if not started]
     assert len(unpatched) == 2 and len(patched) == 3  # subject, verb and all (the opener is known zero)
     assert set(patched) == set(unpatched) == {len(stim.items)}  # one tree row per item, one copy a pass
 
 
-def test_clean_and_corrupt_metrics_are_the_scored_region_contrast(llama, equal_path):
+def test_clean_and_corrupt_metrics_are_the_scored_region_contrast(bpe_llama, equal_path):
     stim = load_set(equal_path)
-    regions = psyling.run(llama, stimuli=[equal_path], progress=False).regions
+    regions = psyling.run(bpe_llama, stimuli=[equal_path], progress=False).regions
     verb = regions[regions["region"] == "verb"].set_index(["item", "condition"])["surprisal"]
-    res = patch_set(llama, stim, PatchConfig(layers=(1,), regions=("subject",), directions=("denoise",)),
+    res = patch_set(bpe_llama, stim, PatchConfig(layers=(1,), regions=("subject",), directions=("denoise",)),
                     progress=False)
     for _, row in res.rows.iterrows():
         item = str(row["item"])
@@ -249,7 +238,7 @@ def test_clean_and_corrupt_metrics_are_the_scored_region_contrast(llama, equal_p
         assert abs(clean - corrupt) > 0.1
 
 
-@pytest.mark.parametrize("model", ["llama", "gpt2"])
+@pytest.mark.parametrize("model", ["bpe_llama", "bpe_gpt2"])
 def test_sub_layer_sites_run_and_a_head_patch_is_a_plain_intervention(request, model, mixed_path):
     lm = request.getfixturevalue(model)
     stim = load_set(mixed_path)
@@ -291,7 +280,7 @@ def _check_manual(lm, stim, rows, item, site: str, whole: str, cols: slice) -> i
     return checked
 
 
-def test_a_verb_that_is_a_token_prefix_of_the_other_is_patched_per_sequence(llama, tmp_path):
+def test_a_verb_that_is_a_token_prefix_of_the_other_is_patched_per_sequence(bpe_llama, tmp_path):
     """'Ġmeow' (one verb) is a prefix of 'Ġmeow s' (the other): a tree row shares its position between the two
     continuations, while the verb's last token is a different position in each. Patching the verb's last token
     of one continuation must leave the other's sequence alone: tree rows as padded rows, both as a plain
@@ -301,14 +290,14 @@ def test_a_verb_that_is_a_token_prefix_of_the_other_is_patched_per_sequence(llam
     stim = load_set(write_set(tmp_path, frames, name="agr_prefix"))
     config = PatchConfig(regions=("verb",), layers=(1, 2))
     key = ["item", "site", "region", "direction"]
-    tree, padded = (patch_set(llama, stim, replace(config, layout=layout), progress=False).rows.sort_values(key)
+    tree, padded = (patch_set(bpe_llama, stim, replace(config, layout=layout), progress=False).rows.sort_values(key)
                     for layout in (Layout(), Layout(tree=False)))
-    seqs = item_sequences(stim, stim.items[0], pairs_for(stim, PairSpec())[0], scorer_for(llama))
+    seqs = item_sequences(stim, stim.items[0], pairs_for(stim, PairSpec())[0], scorer_for(bpe_llama))
     good, bad = (seqs.encoded[("clean", c)].sequence for c in CONTINUATIONS)
     assert good[:len(bad)] == bad and len(good) == len(bad) + 1  # the premise: bad is a prefix of good
     for rows in (padded, tree):
         for item in stim.items:
-            _check_manual_resid(llama, stim, rows, item, layer=2)
+            _check_manual_resid(bpe_llama, stim, rows, item, layer=2)
     np.testing.assert_allclose(tree["m_patched"], padded["m_patched"], rtol=0, atol=1e-4)
 
 
@@ -329,12 +318,12 @@ def _check_manual_resid(lm, stim, rows, item, layer: int) -> None:
         assert abs(got - expected) < 1e-5, (item.id, direction, got, expected)
 
 
-def test_items_below_the_threshold_are_excluded_and_counted(gpt2, equal_path):
+def test_items_below_the_threshold_are_excluded_and_counted(bpe_gpt2, equal_path):
     stim = load_set(equal_path)
-    base = patch_set(gpt2, stim, PatchConfig(layers=(1,), regions=("subject",)), progress=False).rows
+    base = patch_set(bpe_gpt2, stim, PatchConfig(layers=(1,), regions=("subject",)), progress=False).rows
     gaps = (base.groupby("item")["m_clean"].first() - base.groupby("item")["m_corrupt"].first()).abs().sort_values()
     threshold = float(gaps.iloc[:2].mean())  # between the smallest gap and the next
-    rows = patch_set(gpt2, stim, PatchConfig(layers=(1,), regions=("subject",), threshold=threshold),
+    rows = patch_set(bpe_gpt2, stim, PatchConfig(layers=(1,), regions=("subject",), threshold=threshold),
                      progress=False).rows
     excluded = rows["item"] == gaps.index[0]
     assert rows.loc[excluded, "note"].str.startswith("excluded: |M_clean - M_corrupt|").all()
@@ -356,28 +345,28 @@ def _one_line_error(lm, stim, config: PatchConfig, *expected: str) -> str:
     return message
 
 
-def test_an_unknown_region_is_a_one_line_error(llama, equal_path):
-    _one_line_error(llama, load_set(equal_path), PatchConfig(regions=("subject", "object")), "no region 'object'",
+def test_an_unknown_region_is_a_one_line_error(bpe_llama, equal_path):
+    _one_line_error(bpe_llama, load_set(equal_path), PatchConfig(regions=("subject", "object")), "no region 'object'",
                     "field=regions")
 
 
 GIVEN = {"clean": "sg_match", "corrupt": "pl_match", "good": "sg_match", "bad": "sg_mismatch", "critical": "verb"}
 
 
-def test_bad_designs_are_one_line_errors(llama, equal_path, tmp_path):
+def test_bad_designs_are_one_line_errors(bpe_llama, equal_path, tmp_path):
     stim = load_set(equal_path)
-    _one_line_error(llama, stim, PatchConfig(pairs=PairSpec(**{**GIVEN, "corrupt": "pl_nope"})),
+    _one_line_error(bpe_llama, stim, PatchConfig(pairs=PairSpec(**{**GIVEN, "corrupt": "pl_nope"})),
                     "no condition 'pl_nope'", "--corrupt", "field=conditions")
-    _one_line_error(llama, stim, PatchConfig(pairs=PairSpec(**{**GIVEN, "critical": "opener"})),
+    _one_line_error(bpe_llama, stim, PatchConfig(pairs=PairSpec(**{**GIVEN, "critical": "opener"})),
                     "critical region 'opener' is the first region")
-    _one_line_error(llama, stim, PatchConfig(pairs=PairSpec(**{**GIVEN, "critical": "object"})),
+    _one_line_error(bpe_llama, stim, PatchConfig(pairs=PairSpec(**{**GIVEN, "critical": "object"})),
                     "critical region must be one region", "'object'")
-    _one_line_error(llama, stim, PatchConfig(pairs=PairSpec(factor="tense")), "no factor 'tense'")
-    _one_line_error(llama, stim, PatchConfig(layers=(7,)), "layer 7 does not exist")
+    _one_line_error(bpe_llama, stim, PatchConfig(pairs=PairSpec(factor="tense")), "no factor 'tense'")
+    _one_line_error(bpe_llama, stim, PatchConfig(layers=(7,)), "layer 7 does not exist")
     plain = load_set(write_set(tmp_path, EQUAL, name="no_factors", factors=False))
-    message = _one_line_error(llama, plain, PatchConfig(), "field=factors", "--clean")
+    message = _one_line_error(bpe_llama, plain, PatchConfig(), "field=factors", "--clean")
     assert str(plain.source) in message
-    given = patch_set(llama, plain, PatchConfig(pairs=PairSpec(**GIVEN), regions=("subject",), layers=(1,)),
+    given = patch_set(bpe_llama, plain, PatchConfig(pairs=PairSpec(**GIVEN), regions=("subject",), layers=(1,)),
                       progress=False)  # the same set with the pair given is fine
     assert given.rows["m_patched"].notna().all() and len(given.rows) == len(EQUAL) * 2
     with pytest.raises(DesignError, match="choose from last, first, skip"):

@@ -14,7 +14,7 @@ from psyling.interp.patching import PatchConfig, patch_set
 from psyling.models.hooks import Intervention
 from psyling.stimuli.io import load_set
 from test_patching import EQUAL, Frame, manual_metric, recorded, scorer_for, write_set
-from tiny import CORPUS, byte_bpe_tokenizer, tiny_gpt2, tiny_llama
+from tiny import CORPUS
 
 CROSS = "cross-position patch under absolute position embeddings"
 
@@ -29,18 +29,8 @@ def one_and_two_token_words(tokenizer) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def llama():
-    return tiny_llama(byte_bpe_tokenizer())
-
-
-@pytest.fixture(scope="module")
-def gpt2():
-    return tiny_gpt2(byte_bpe_tokenizer())
-
-
-@pytest.fixture(scope="module")
-def words(llama) -> tuple[str, str]:
-    return one_and_two_token_words(llama.tokenizer)
+def words(bpe_llama) -> tuple[str, str]:
+    return one_and_two_token_words(bpe_llama.tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -81,21 +71,21 @@ def _row(res, region: str, layer: int = 1, direction: str = "denoise", item: str
     return row
 
 
-def test_words_of_one_and_two_tokens(llama, words):
+def test_words_of_one_and_two_tokens(bpe_llama, words):
     one, two = words
-    assert [len(llama.tokenizer(" " + w)["input_ids"]) for w in words] == [1, 2]
+    assert [len(bpe_llama.tokenizer(" " + w)["input_ids"]) for w in words] == [1, 2]
     assert one != two
 
 
-def test_unequal_region_aligns_on_its_last_token(llama, stim, words):
-    res = patch_set(llama, stim, PatchConfig(layers=(1,)), progress=False)
+def test_unequal_region_aligns_on_its_last_token(bpe_llama, stim, words):
+    res = patch_set(bpe_llama, stim, PatchConfig(layers=(1,)), progress=False)
     for continuation in CONTINUATIONS:
         row = _subject(res.alignment, continuation)
         assert row["mode"] == "unequal" and (row["n_clean"], row["n_corrupt"]) == (2, 3)
         ((p, q),) = _pairs(row["aligned"])
         assert q == p + 1  # the one-token word against the second token of the two-token word
         assert row["note"] == "token counts differ: aligned on the last token"
-        tokens = llama.tokenizer.convert_ids_to_tokens(llama.tokenizer(" " + words[1])["input_ids"])
+        tokens = bpe_llama.tokenizer.convert_ids_to_tokens(bpe_llama.tokenizer(" " + words[1])["input_ids"])
         assert row["clean_tokens"].split()[-1] == "Ġ" + words[0] and row["corrupt_tokens"].split()[-1] == tokens[-1]
     others = res.alignment[res.alignment["item"] != "1"]
     assert "unequal" not in set(others["mode"])
@@ -103,12 +93,12 @@ def test_unequal_region_aligns_on_its_last_token(llama, stim, words):
     for direction, unpatched in (("denoise", "m_corrupt"), ("noise", "m_clean")):
         subject = _row(res, "subject", direction=direction)
         assert subject["computed"] and subject["note"] == ""
-        assert abs(subject["m_patched"] - _manual_resid(llama, stim, 1, chosen, direction)) < 1e-5
+        assert abs(subject["m_patched"] - _manual_resid(bpe_llama, stim, 1, chosen, direction)) < 1e-5
         assert abs(subject["m_patched"] - subject[unpatched]) > 1e-3  # the patch changed something
 
 
-def test_unequal_skip_leaves_the_region_unpatched(llama, stim):
-    res = patch_set(llama, stim, PatchConfig(layers=(1,), token="all", unequal="skip"), progress=False)
+def test_unequal_skip_leaves_the_region_unpatched(bpe_llama, stim):
+    res = patch_set(bpe_llama, stim, PatchConfig(layers=(1,), token="all", unequal="skip"), progress=False)
     row = _subject(res.alignment)
     assert row["aligned"] == "" and row["note"] == "token counts differ: not aligned (--unequal skip)"
     for direction in ("denoise", "noise"):
@@ -119,8 +109,8 @@ def test_unequal_skip_leaves_the_region_unpatched(llama, stim):
     assert equal["computed"].all() and equal["m_patched"].notna().all()  # equal-length items: the whole region
 
 
-def test_unequal_first_aligns_the_first_token_and_all_patches_only_aligned_positions(llama, stim):
-    res = patch_set(llama, stim, PatchConfig(layers=(1,), token="all", unequal="first"), progress=False)
+def test_unequal_first_aligns_the_first_token_and_all_patches_only_aligned_positions(bpe_llama, stim):
+    res = patch_set(bpe_llama, stim, PatchConfig(layers=(1,), token="all", unequal="first"), progress=False)
     table = res.alignment[(res.alignment["item"] == "1")]
     chosen = {}
     for continuation in CONTINUATIONS:
@@ -134,31 +124,31 @@ def test_unequal_first_aligns_the_first_token_and_all_patches_only_aligned_posit
     assert subject["note"].startswith("identical activations") and subject["effect"] == 0
     everything = _row(res, "all")
     assert everything["computed"]
-    assert abs(everything["m_patched"] - _manual_resid(llama, stim, 1, chosen)) < 1e-5
-    last = _pairs(_subject(patch_set(llama, stim, PatchConfig(layers=(1,), regions=("subject",)),
+    assert abs(everything["m_patched"] - _manual_resid(bpe_llama, stim, 1, chosen)) < 1e-5
+    last = _pairs(_subject(patch_set(bpe_llama, stim, PatchConfig(layers=(1,), regions=("subject",)),
                                      progress=False).alignment)["aligned"])
     more = {c: chosen[c] + last for c in CONTINUATIONS}  # the subject's last tokens too: a different patch
-    assert abs(everything["m_patched"] - _manual_resid(llama, stim, 1, more)) > 1e-3
+    assert abs(everything["m_patched"] - _manual_resid(bpe_llama, stim, 1, more)) > 1e-3
 
 
-def test_cross_position_patches_are_flagged_under_absolute_positions(llama, gpt2, stim):
-    flagged = patch_set(gpt2, stim, PatchConfig(layers=(1,)), progress=False).alignment
+def test_cross_position_patches_are_flagged_under_absolute_positions(bpe_llama, bpe_gpt2, stim):
+    flagged = patch_set(bpe_gpt2, stim, PatchConfig(layers=(1,)), progress=False).alignment
     cross = flagged["aligned"].map(lambda a: any(p != q for p, q in _pairs(a)))
     assert cross.sum() >= 4  # item 1: the subject and the verb, in both continuations
     assert flagged.loc[cross, "note"].str.contains(CROSS).all()
     assert not flagged.loc[~cross, "note"].str.contains(CROSS).any()
     verb = flagged[(flagged["item"] == "1") & (flagged["region"] == "verb")]
     assert (verb["mode"] == "identical").all() and verb["note"].eq(CROSS).all()
-    rotary = patch_set(llama, stim, PatchConfig(layers=(1,)), progress=False).alignment
+    rotary = patch_set(bpe_llama, stim, PatchConfig(layers=(1,)), progress=False).alignment
     assert not rotary["note"].str.contains(CROSS).any()
 
 
-def test_items_that_cannot_be_patched_are_listed_with_the_reason(llama, tmp_path):
+def test_items_that_cannot_be_patched_are_listed_with_the_reason(bpe_llama, tmp_path):
     frames = [EQUAL[0], Frame("No", "the dog", "the dogs", "is", "", "on the table."),  # no bad verb
               Frame("I know", "the cat", "the cat", "is", "are", "on the table."), EQUAL[1]]  # same contexts
     stim = load_set(write_set(tmp_path, frames, name="agr_problems"))
     config = PatchConfig(sites=("resid", "head.1.2"), layers=(0, 2))
-    res = patch_set(llama, stim, config, progress=False)
+    res = patch_set(bpe_llama, stim, config, progress=False)
     per_item = 3 * 5 * 2  # sites x (4 regions + all) x directions
     assert len(res.rows) == len(frames) * per_item
     assert res.rows.groupby("item").size().to_dict() == {str(i): per_item for i in range(1, 5)}

@@ -21,12 +21,13 @@ from ..measures.surprisal import token_contributions
 from ..models.hooks import parse_site, site_order
 from ..models.loading import LanguageModel
 from ..models.options import ScoringOptions
+from ..models.scorer import TokenScores
 from ..models.scoring import CausalScorer
 from ..stimuli.schema import StimulusSet
 from .circuit_metric import MetricReader, read_positions
 from .pair_sequences import CONTINUATIONS, ItemSequences, Key, item_sequences
 from .patch_runs import ContextRun, context_inputs, run_context
-from .patching import DIRECTIONS, PatchConfig, Patcher, _chunks, _variant, patch_regions, patch_sites
+from .patching import DIRECTIONS, PatchConfig, Patcher, _chunks, _variant, effect, patch_regions, patch_sites
 from .pairs import DesignError, pairs_for
 
 LN2 = math.log(2.0)
@@ -51,9 +52,7 @@ def bow_weights(seqs: ItemSequences, key: Key, reader: MetricReader) -> np.ndarr
     return weights
 
 
-def _scores(seqs: ItemSequences, key: Key, logprob: np.ndarray, bow: np.ndarray):
-    from ..models.scorer import TokenScores
-
+def _scores(seqs: ItemSequences, key: Key, logprob: np.ndarray, bow: np.ndarray) -> TokenScores:
     enc = seqs.encoded[key]
     return TokenScores(seqs.requests[key], enc.ids, enc.offsets, logprob, bow, 0.0)
 
@@ -223,9 +222,10 @@ def _with_effects(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
     denoise = table["direction"] == "denoise"
     target = np.where(denoise, table["m_corrupt"], table["m_clean"])
     table["m_patched_atp"] = target + table["delta_atp"]
+    values = (table["m_clean"], table["m_corrupt"], table["m_patched_atp"])
+    ratio = np.where(denoise, effect("denoise", *values), effect("noise", *values))
     gap = table["m_clean"] - table["m_corrupt"]
-    ratio = np.where(denoise, table["m_patched_atp"] - table["m_corrupt"], table["m_clean"] - table["m_patched_atp"])
-    table["effect_atp"] = np.where(gap.abs() >= threshold, ratio / gap, np.nan)
+    table["effect_atp"] = np.where(gap.abs() >= threshold, ratio, np.nan)
     return table
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .patching import effect
+
 GROUP = ["set", "clean", "corrupt", "site", "kind", "layer", "head", "region", "direction"]
 SUMMARY_COLUMNS = GROUP + ["effect", "ci_low", "ci_high", "n_items", "n_excluded", "n_not_patched",
                            "m_clean", "m_corrupt", "m_patched"]
@@ -12,8 +14,7 @@ SUMMARY_COLUMNS = GROUP + ["effect", "ci_low", "ci_high", "n_items", "n_excluded
 
 def ratio_of_means(direction: str, clean: np.ndarray, corrupt: np.ndarray, patched: np.ndarray) -> np.ndarray:
     """R (denoise) or D (noise) of item means along the last axis."""
-    mc, mk, mp = clean.mean(-1), corrupt.mean(-1), patched.mean(-1)
-    return (mp - mk) / (mc - mk) if direction == "denoise" else (mc - mp) / (mc - mk)
+    return effect(direction, clean.mean(-1), corrupt.mean(-1), patched.mean(-1))
 
 
 def bootstrap_ratio(direction: str, values: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float]:

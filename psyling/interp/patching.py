@@ -243,8 +243,8 @@ ROW_COLUMNS = ["set", "clean", "corrupt", "good", "bad", "critical", "item", "si
                "logit_diff_corrupt", "logit_diff_patched", "kl", "computed", "note"]
 
 
-def effect(direction: str, m_clean: float, m_corrupt: float, m_patched: float) -> float:
-    """Recovery (denoise) or disruption (noise) of the clean - corrupt contrast."""
+def effect(direction: str, m_clean, m_corrupt, m_patched):
+    """Recovery (denoise) or disruption (noise) of the clean - corrupt contrast (numbers or arrays)."""
     gap = m_clean - m_corrupt
     return (m_patched - m_corrupt) / gap if direction == "denoise" else (m_clean - m_patched) / gap
 
