@@ -132,7 +132,7 @@ def _load_sets(config: RunConfig, built: list[StimulusSet]) -> LoadedStimuli:
     return loaded
 
 
-def _pooler(stim: StimulusSet, writer: ActivationWriter):
+def pooling_consumer(stim: StimulusSet, writer: ActivationWriter):
     """A scoring consumer that stores each request's token activations, pooled by its words or regions (or
     per token)."""
     items = {item.id: item for item in stim.items}
@@ -152,7 +152,7 @@ def _score_set(stim: StimulusSet, scorer: Scorer, store: Optional[ScoreStore], w
                measure: str, scored: _Scored) -> None:
     """Score one set and add its tables to ``scored``; the first set scored also gives the invariance check."""
     requests = set_requests(stim)
-    result = scorer.score(requests, desc=stim.name, consumer=_pooler(stim, writer) if writer else None, store=store)
+    result = scorer.score(requests, desc=stim.name, consumer=pooling_consumer(stim, writer) if writer else None, store=store)
     scored.stats += result.stats
     scores = {s.request.key: s for s in result}
     tokenizer = scorer.lm.tokenizer

@@ -488,6 +488,68 @@ def _ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sae_run(args: argparse.Namespace) -> RunConfig:
+    """The model, scoring options and stimuli of an SAE command (stimuli may be empty for corpora only)."""
+    return RunConfig(_model_spec(args), _scoring(args), tuple(args.stimuli or ()), args.battery, args.max_items,
+                     args.detokenize, args.measure)
+
+
+def _sae_train(args: argparse.Namespace) -> int:
+    from .interp.sae_harvest import HarvestConfig
+    from .interp.sae_train import TrainConfig
+    from .sae_experiments import SAETraining, train_experiment
+
+    if not (args.stimuli or args.battery or args.corpus or args.activations):
+        raise PsylingError("give stimulus paths with --stimuli, a --battery, a --corpus or --activations")
+    train = TrainConfig(architecture=args.architecture, latents=args.latents, k=args.k, lr=args.lr,
+                        batch_size=args.train_batch, n_tokens=args.tokens, seed=args.seed,
+                        l1_coeff=args.l1_coeff)
+    settings = SAETraining(HarvestConfig(sites=(args.site,), dtype=args.activation_dtype,
+                                         max_tokens=args.max_harvest), tuple(args.corpus or ()), args.activations,
+                           train)
+    out, manifest = train_experiment(_sae_run(args), settings, args.out, replace_out=args.replace,
+                                     progress=not args.quiet)
+    harvested, trained = manifest["harvest"], manifest["training"]
+    print(f"harvested {harvested['n_tokens']} tokens; trained on {trained['n_tokens']} tokens in "
+          f"{trained['seconds']:.0f} s ({trained['tokens_per_second']:.0f} tokens/s)")
+    print(f"\nSAE (SAELens layout), history and manifest in {out}")
+    return 0
+
+
+def _sae_eval(args: argparse.Namespace) -> int:
+    from .sae_experiments import eval_experiment
+
+    if not (args.stimuli or args.battery):
+        raise PsylingError("give stimulus paths with --stimuli or a battery with --battery")
+    out, metrics, table = eval_experiment(_sae_run(args), args.sae, args.out, effects=not args.no_effects,
+                                          replace_out=args.replace, progress=not args.quiet)
+    names = ("n_tokens", "l0", "fvu", "explained_variance", "dead_fraction", "ce_recovered", "kl_recovered")
+    print("  ".join(f"{name} {metrics[name]:.4g}" for name in names))
+    if len(table):
+        print(table[["set", "accuracy", "accuracy_spliced", "mcnemar_p", "effect", "effect_ratio"]]
+              .to_string(index=False, float_format="%.3f"))
+    print(f"\nmetrics.json and preservation.parquet in {out}")
+    return 0
+
+
+def _sae_features(args: argparse.Namespace) -> int:
+    from .sae_contrasts import FeatureSettings, features_experiment
+
+    if not (args.stimuli or args.battery):
+        raise PsylingError("give stimulus paths with --stimuli or a battery with --battery")
+    settings = FeatureSettings(n_latents=args.per_factor, n_contexts=args.contexts,
+                               training_text=not args.no_training_text, region=args.region)
+    out, tables, manifest = features_experiment(_sae_run(args), args.sae, args.out, settings,
+                                                replace_out=args.replace, progress=not args.quiet)
+    for (set_name, factor), group in tables["contrast"].groupby(["set", "factor"], sort=False):
+        top = group.head(args.per_factor)
+        listed = ", ".join(f"{r.latent} (d_z {r.d_z:+.2f}, q {r.q_value:.2g})" for r in top.itertuples())
+        print(f"{set_name} {factor}: {int(group['significant'].sum())} latents with q < 0.05; top {listed}")
+    _skipped(manifest["errors"])
+    print(f"\ncontrast, top contexts, sparse probes, feature ablation and plots in {out}")
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from .stimuli import load_stimuli
     from .stimuli.quality import quality_report
@@ -734,9 +796,72 @@ def _tool_parsers(sub: Sub) -> None:
     cache.set_defaults(func=_cache)
 
 
+def _sae_common(parser: argparse.ArgumentParser) -> None:
+    for add in (_model_options, _scoring_options, _stimulus_options, _run_options):
+        add(parser)
+
+
+def _sae_train_parser(sae: Sub) -> None:
+    train = sae.add_parser("train", help="harvest token activations at a site and train an SAE (SAELens layout)")
+    _sae_common(train)
+    group = train.add_argument_group("SAE")
+    group.add_argument("--site", required=True, help="the site the SAE reads, e.g. resid.15")
+    group.add_argument("--corpus", nargs="+", choices=["naturalstories", "ucl"],
+                       help="naturalistic text added to the stimuli (from PSYLING_DATA or ../shared/data)")
+    group.add_argument("--activations", help="train on an earlier harvest (an activations folder) instead")
+    group.add_argument("--architecture", default="topk", choices=["topk", "batchtopk", "relu"])
+    group.add_argument("--k", type=int, default=32, help="active latents per token (TopK, BatchTopK; default 32)")
+    group.add_argument("--latents", type=int, help="dictionary size (default 8 x the site's width)")
+    group.add_argument("--tokens", type=int, help="training tokens (default: one pass over the harvest)")
+    group.add_argument("--train-batch", type=int, default=4096, help="tokens per training step (default 4096)")
+    group.add_argument("--lr", type=float, help="learning rate (default 2e-4 / sqrt(latents / 2^14))")
+    group.add_argument("--l1-coeff", type=float, help="L1 penalty of a ReLU SAE (default 5 / sqrt(d_in))")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--max-harvest", type=int, help="stop harvesting after this many tokens")
+    group.add_argument("--activation-dtype", default="float32", choices=list(ACTIVATION_DTYPES),
+                       help="how harvested activations are stored (default float32)")
+    _output_options(train)
+    train.set_defaults(func=_sae_train)
+
+
+def _sae_folder_parser(sae: Sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    """An SAE command on an SAE folder: the folder, then model, scoring, stimulus and run options."""
+    parser = sae.add_parser(name, help=help_text)
+    parser.add_argument("sae", type=Path, help="the SAE folder (SAELens or sparsify layout)")
+    _sae_common(parser)
+    return parser
+
+
+def _sae_eval_parser(sae: Sub) -> None:
+    ev = _sae_folder_parser(sae, "eval", "an SAE's L0, FVU, dead latents, CE / KL recovered and effect preservation")
+    ev.add_argument("--no-effects", action="store_true", help="skip effect preservation (reconstruction only)")
+    _output_options(ev)
+    ev.set_defaults(func=_sae_eval)
+
+
+def _sae_features_parser(sae: Sub) -> None:
+    ft = _sae_folder_parser(sae, "features", "latents that carry each set's contrast, their contexts and ablation")
+    ft.add_argument("--region", default="critical", choices=["critical", "before"],
+                    help="compare the latents at the critical region (default) or at the region before it, whose "
+                         "last token predicts the critical word (where ablation can change M)")
+    ft.add_argument("--per-factor", type=int, default=3, help="top latents per factor to report and ablate")
+    ft.add_argument("--contexts", type=int, default=10, help="top-activating contexts per latent (default 10)")
+    ft.add_argument("--no-training-text", action="store_true",
+                    help="skip the top contexts in the SAE's training text (a pass over its harvest)")
+    _output_options(ft)
+    ft.set_defaults(func=_sae_features)
+
+
+def _sae_parser(sub: Sub) -> None:
+    parser = sub.add_parser("sae", help="sparse autoencoders: train, eval, features")
+    sae = parser.add_subparsers(dest="sae_command", required=True)
+    for add in (_sae_train_parser, _sae_eval_parser, _sae_features_parser):
+        add(sae)
+
+
 COMMANDS: tuple[Callable[[Sub], None], ...] = (
     _run_parser, _lens_parser, _check_parser, _evaluate_parser, _analyze_parser, _compare_parser, _probe_parser,
-    _encode_parser, _patch_parser, _mediate_parser, _ablate_parser, _steer_parser, _reproduce_parser, _stimuli_parsers, _tool_parsers)
+    _encode_parser, _patch_parser, _mediate_parser, _ablate_parser, _steer_parser, _sae_parser, _reproduce_parser, _stimuli_parsers, _tool_parsers)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -94,11 +94,16 @@ class ActivationWriter:
         by its word or region alignment; pool "token" keeps every row and needs ``token_texts``, the character
         span of each token in the condition text."""
         texts, positions, groups = self._units(key, alignment, region_texts, token_texts, len(alignment.token_word))
+        pooled = {site: activations[site] if groups is None else
+                  pool_tokens(activations[site], groups, len(texts), self.method) for site in self.sites}
+        self.store(key, pooled, texts, positions)
+
+    def store(self, key: tuple[str, str, str], rows: dict[str, np.ndarray], texts: Sequence[str],
+              positions: Sequence[int]) -> None:
+        """Store already pooled rows (one per unit, every site) with their texts and positions."""
         for site in self.sites:
-            values = activations[site] if groups is None else pool_tokens(activations[site], groups, len(texts),
-                                                                          self.method)
-            self.buffer[site].append(np.asarray(values).astype(self.dtype))
-        if texts and not self.row_bytes:
+            self.buffer[site].append(np.asarray(rows[site]).astype(self.dtype))
+        if len(texts) and not self.row_bytes:
             self.row_bytes = sum(self.buffer[s][-1][0].nbytes for s in self.sites)
         for position, text in zip(positions, texts):
             self.index.append((*key, self.pool, position, text, self.shard, self.buffered))

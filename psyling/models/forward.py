@@ -107,7 +107,8 @@ def _flat_positions(iv: Intervention, columns_of: list[list[int]], owners: dict[
             raise ModelError(f"intervention at {iv.site}: sequence {s} is not in the batch "
                              f"({len(columns_of)} sequences)")
         columns = columns_of[s]
-        chosen = range(len(columns)) if iv.positions is None else iv.positions
+        chosen = (range(len(columns)) if iv.positions is None else
+                  range(len(columns))[iv.positions] if isinstance(iv.positions, slice) else iv.positions)
         bad = [p for p in chosen if not -len(columns) <= p < len(columns)]
         if bad:
             raise ModelError(f"intervention at {iv.site}: position {bad[0]} is outside sequence {s} "
@@ -163,29 +164,29 @@ class ForwardRunner:
     def run_inputs(self, inputs: ModelInputs, *, record: Sequence[str] = (),
                    interventions: Sequence[Union[Intervention, Placed]] = (), grad: bool = False,
                    read: Optional[torch.Tensor] = None,
-                   start: Optional[tuple[int, torch.Tensor]] = None) -> ForwardPass:
+                   start: Optional[tuple[int, torch.Tensor]] = None, stop: Optional[int] = None) -> ForwardPass:
         """Built inputs through the model. ``read`` (flat positions) applies the output layer to those
         positions only: logits [len(read), vocab] instead of [rows * width, vocab]. ``start`` = (L, resid)
         runs blocks L+1.. on a given residual stream ``resid.L`` ([rows, width, d]), not the layers below
-        (activation patching from a cached layer input); sites at or below L are then not recorded."""
+        (activation patching from a cached layer input); sites at or below L are then not recorded. ``stop`` = L
+        runs blocks 1..L only and no output layer (activation harvesting): ``logits`` is None and sites above L
+        are not recorded."""
         hooks = Hooks(self.lm.model, record, place(interventions, inputs), grad=grad) if record or interventions \
             else None
-        if start is not None and hooks is not None:
-            low = [site for site in hooks.record + [p.intervention.site for p in hooks.interventions]
-                   if _below(site, start[0])]
-            if low:
-                raise ModelError(f"site {low[0]} lies below the start layer {start[0]}: it is not computed")
+        _check_range(hooks, start, stop)
         device = self.lm.device
         context = torch.enable_grad() if grad else torch.no_grad()
+        if stop is not None:
+            read = torch.zeros(0, dtype=torch.long)
         with context, hooks or contextlib.nullcontext(), _read_only(self.lm.model, read), \
-                _started(self.lm.model, start) as embeds:
+                _stopped(self.lm.model, stop), _started(self.lm.model, start) as embeds:
             kwargs = {"position_ids": inputs.position_ids.to(device)} if inputs.position_ids is not None else {}
             kwargs.update({"inputs_embeds": embeds} if embeds is not None else
                           {"input_ids": inputs.input_ids.to(device)})
             logits = self.lm.model(attention_mask=inputs.attention_mask.to(device), use_cache=False,
                                    **kwargs).logits
-        flat = logits.reshape(-1, logits.shape[-1])
-        if read is not None and logits.dim() == 3:  # an output layer that the read hook does not reach
+        flat = None if stop is not None else logits.reshape(-1, logits.shape[-1])
+        if flat is not None and read is not None and logits.dim() == 3:  # an output layer that the read hook does not reach
             flat = flat[read.to(flat.device)]
         raw = hooks.recorded if hooks else {}
         recorded = {site: value.reshape(-1, value.shape[-1]) for site, value in raw.items()}
@@ -198,6 +199,44 @@ SKIPPABLE = ("llama-like", "gpt-neox")  # families whose forward takes a residua
 def _below(site: str, layer: int) -> bool:
     """Whether a site is computed at or below the residual stream ``resid.layer`` (not run from ``layer``)."""
     return parse_site(site).layer <= layer
+
+
+def _check_range(hooks: Optional[Hooks], start: Optional[tuple[int, torch.Tensor]], stop: Optional[int]) -> None:
+    """A one-line error for a recorded or intervened site that a started or stopped pass does not compute."""
+    sites = hooks.record + [p.intervention.site for p in hooks.interventions] if hooks else []
+    low = [site for site in sites if start is not None and _below(site, start[0])]
+    if low:
+        raise ModelError(f"site {low[0]} lies below the start layer {start[0]}: it is not computed")
+    high = [site for site in sites if stop is not None and not _below(site, stop)]
+    if high:
+        raise ModelError(f"site {high[0]} lies above the stop layer {stop}: it is not computed")
+    if stop is not None and start is not None and stop <= start[0]:
+        raise ModelError(f"stop layer {stop} is not above the start layer {start[0]}")
+
+
+@contextlib.contextmanager
+def _cut_blocks(model: Any, keep: slice):
+    """The model's block list reduced to ``keep`` for the duration of the context."""
+    parent_path, _, name = architecture(model).layout.blocks.rpartition(".")
+    parent = get_path(model, parent_path)
+    blocks = getattr(parent, name)
+    setattr(parent, name, torch.nn.ModuleList(list(blocks)[keep]))
+    try:
+        yield
+    finally:
+        setattr(parent, name, blocks)
+
+
+@contextlib.contextmanager
+def _stopped(model: Any, stop: Optional[int]):
+    """Run only blocks 1..``stop`` (None: all)."""
+    if stop is None:
+        yield
+        return
+    if stop < 1:
+        raise ModelError(f"stop layer {stop}: at least one block must run")
+    with _cut_blocks(model, slice(None, stop)):
+        yield
 
 
 @contextlib.contextmanager
@@ -217,14 +256,9 @@ def _started(model: Any, start: Optional[tuple[int, torch.Tensor]]):
         with Hooks(model, (), [placed]):
             yield None
         return
-    parent_path, _, name = arch.layout.blocks.rpartition(".")
-    parent = get_path(model, parent_path)
-    blocks = getattr(parent, name)
-    setattr(parent, name, torch.nn.ModuleList(list(blocks)[layer:]))
-    try:
-        yield resid.to(next(model.parameters()).device)
-    finally:
-        setattr(parent, name, blocks)
+    embeds = resid.to(next(model.parameters()).device)
+    with _cut_blocks(model, slice(layer, None)):
+        yield embeds
 
 
 @contextlib.contextmanager

@@ -102,12 +102,13 @@ class Intervention:
     """Replace an activation at a site: ``op`` "set" (to ``value``), "add" (``value``), "scale" (by
     ``value``) or "map" (``value`` is a function of the activation rows). ``sequence`` is the index of a
     sequence in the runner's input (None: every sequence) and ``positions`` its token positions, context token
-    included (None: all). For "set" and "add", ``value`` is [n_positions, width] or [width]."""
+    included (None: all; a ``slice`` selects from each sequence's positions, e.g. ``slice(1, None)``: all
+    but the context token). For "set" and "add", ``value`` is [n_positions, width] or [width]."""
     site: str
     op: str
     value: Value
     sequence: Optional[int] = None
-    positions: Optional[Sequence[int]] = None
+    positions: Union[Sequence[int], slice, None] = None
 
     def __post_init__(self) -> None:
         parse_site(self.site)

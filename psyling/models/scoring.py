@@ -71,6 +71,14 @@ def default_max_tokens(vocab_size: int, device: torch.device) -> int:
     return int(max(256, min(32768, budget // (4 * vocab_size))))
 
 
+def _by_depth(positions: object) -> bool:
+    """Whether intervention positions depend on a token's depth in its sequence only (safe in packed rows)."""
+    if positions is None:
+        return True
+    return isinstance(positions, slice) and all(v is None or v >= 0 for v in (positions.start, positions.stop)) \
+        and (positions.step is None or positions.step > 0)
+
+
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
@@ -84,7 +92,8 @@ class CausalScorer:
     logit lens at ``lens_layers`` come from the same pass. Keyword ``changes`` override fields of ``options``.
     ``interventions`` (every sequence's, ``Intervention.sequence`` None) are applied in every forward pass, e.g.
     an SAE reconstruction spliced in at a site; such scores are not cached, and interventions at chosen
-    positions (not all) turn prefix reuse off, since packed rows share the positions of common prefixes.
+    positions turn prefix reuse off, since packed rows share the positions of common prefixes, unless they are
+    chosen by depth alone (all positions, or a slice with non-negative bounds, e.g. all but the context token).
 
     Results do not depend on batch size, padding side or prefix reuse (the built-in check measures it)."""
 
@@ -97,7 +106,7 @@ class CausalScorer:
         self.interventions = tuple(interventions)
         self.convention: Convention = get_convention(self.options.convention)
         reuse = self.convention.prefix_reuse if self.options.reuse_prefix is None else self.options.reuse_prefix
-        self.reuse_prefix = reuse and all(iv.positions is None for iv in self.interventions)
+        self.reuse_prefix = reuse and all(_by_depth(iv.positions) for iv in self.interventions)
         n_logits = lm.info.get("vocab_size") or lm.model.get_output_embeddings().weight.shape[0]
         self.max_tokens = self.options.max_tokens or default_max_tokens(n_logits, lm.device)
         self.context_token_id = _context_token_id(lm.tokenizer, self.options.context_token)
@@ -198,7 +207,7 @@ class CausalScorer:
             return packed_plan(seqs, min(ROW_TOKENS, self.max_tokens), self.max_tokens)
         return padded_plan(seqs, self.max_tokens, self.batch_size)
 
-    def _encode_all(self, requests: list[ScoreRequest]) -> list[Encoded]:
+    def encode_all(self, requests: list[ScoreRequest]) -> list[Encoded]:
         """Every request encoded; a sequence longer than the model's context is an error naming it."""
         encoded = [self.encode(r) for r in requests]
         limit = self.lm.max_positions
@@ -215,7 +224,7 @@ class CausalScorer:
         dropped, so memory does not grow with the number of requests. ``store`` caches (and, when reading,
         reuses) each batch's results."""
         requests = list(requests)
-        encoded = self._encode_all(requests)
+        encoded = self.encode_all(requests)
         plan = self.plan(encoded)
         results: list[Optional[TokenScores]] = [None] * len(requests)
         stats = ScoreStats()
