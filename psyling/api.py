@@ -205,7 +205,7 @@ def _settings_entry(config: RunConfig, scorer: Scorer, store: Optional[ScoreStor
                          "saved_fraction": round(1 - computed / without, 4) if without else None},
         "out_of_memory_splits": stats.oom_splits,
         "cache": {"folder": str(store.folder), "resume": config.resume, "batches_reused": store.hits,
-                  "batches_written": store.writes} if store else None,
+                  "batches_written": store.writes, "batches_corrupt": store.corrupt} if store else None,
         "words": "whitespace-delimited; punctuation stays attached",
         "prediction_measure": config.measure, "context_token": settings["context_token"],
         "syntaxgym_detokenize": config.detokenize,
@@ -268,7 +268,7 @@ def run(config: Union[RunConfig, ModelSpec, str, LanguageModel] = DEFAULT_MODEL,
         lm = lm if lm is not None else load(config.model)
         seconds = {"started": started, "load": time.perf_counter() - t0}
         scorer = make_scorer(lm, config.scoring, progress)
-        store = ScoreStore(scorer.fingerprint(), read=config.resume) if config.cache or config.resume else None
+        store = ScoreStore.open(scorer.fingerprint(), read=config.resume) if config.cache or config.resume else None
         activations = _activation_writer(config, scorer, writer)
         scored = _score_sets(loaded, scorer, store, activations, config.measure)
         tables, lens = scored.tables()

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from . import __version__
 from .circuits import CircuitConfig
 from .config import MEASURES, RunConfig
 from .errors import PsylingError
@@ -866,6 +867,7 @@ COMMANDS: tuple[Callable[[Sub], None], ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="psyling", description="Artificial psycholinguistics test suite.")
+    parser.add_argument("--version", action="version", version=f"psyling {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)

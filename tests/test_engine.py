@@ -1,6 +1,7 @@
 """The engine: prefix reuse (packed rows), token budgets, out-of-memory back-off, the score cache and resume."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,6 +169,36 @@ def test_resume_reuses_cached_batches_and_gives_identical_outputs(bpe_llama, tmp
     assert listed.count(entry["entry"]) == 2 and listed.count("stray") == 1
     assert main(["cache", "clear", "--model", "tiny-llama"]) == 0
     assert [e["entry"] for e in list_entries(tmp_path / "cache")] == ["stray"]
+
+
+def test_truncated_or_empty_cache_entries_are_recomputed_and_counted(bpe_llama, tmp_path, monkeypatch):
+    """A truncated zip (BadZipFile) or an empty file (EOFError) used to end --resume with a traceback."""
+    monkeypatch.setenv("PSYLING_SCORE_CACHE", str(tmp_path / "cache"))
+    stim = _tiny_set()
+    first = psyling.run(bpe_llama, [stim], out=tmp_path / "a", progress=False, max_tokens=64)
+    written = first.manifest["settings"]["cache"]["batches_written"]
+    files = sorted(Path(first.manifest["settings"]["cache"]["folder"]).glob("*.npz"))
+    files[0].write_bytes(files[0].read_bytes()[:100])  # truncated mid-zip
+    files[1].write_bytes(b"")  # empty
+    again = psyling.run(bpe_llama, [stim], out=tmp_path / "b", progress=False, max_tokens=64, resume=True)
+    cache = again.manifest["settings"]["cache"]
+    assert (cache["batches_corrupt"], cache["batches_reused"], cache["batches_written"]) == (2, written - 2, 2)
+    pd.testing.assert_frame_equal(first.words, again.words)
+    third = psyling.run(bpe_llama, [stim], out=tmp_path / "c", progress=False, max_tokens=64, resume=True)
+    assert third.manifest["settings"]["cache"]["batches_reused"] == written  # rewritten whole
+
+
+def test_unusable_cache_folder_is_not_fatal(bpe_llama, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("PSYLING_SCORE_CACHE", str(blocker))
+    result = psyling.run(bpe_llama, [_tiny_set()], out=tmp_path / "run", progress=False)
+    assert result.manifest["settings"]["cache"] is None and len(result.words) > 0
+    store = ScoreStore({"x": 1}, read=False, root=tmp_path / "ok")
+    shutil.rmtree(store.folder)
+    store.folder.write_text("")  # the folder is now a file: writing fails from now on
+    store.put("d" * 64, [{"logprob": np.zeros(2), "log_bow": np.zeros(3), "log_nonbow": 0.0}])
+    assert store.writable is False and store.writes == 0
 
 
 def test_resumed_capture_run_rebuilds_the_same_activations(bpe_llama, tmp_path, monkeypatch):

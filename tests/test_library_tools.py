@@ -1,4 +1,6 @@
 """psyling new, validate's design checks, and the battery listing."""
+import pytest
+
 from psyling.cli import main
 from psyling.stimuli import load_set
 from psyling.stimuli.quality import quality_report
@@ -44,3 +46,11 @@ def test_batteries_lists_sets_and_items(capsys):
     core = next(line for line in out.splitlines() if line.startswith("core "))
     assert int(core.split()[1]) >= 24
     assert "syntaxgym2020" in out and "blimp" in out
+
+
+def test_version_flag(capsys):
+    import psyling
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"psyling {psyling.__version__}"

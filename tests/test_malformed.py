@@ -133,6 +133,12 @@ CASES = {
                                                                        "pairID": "0"}) + "\n") * 2),
                              ["b.jsonl", "item=0", "duplicate item id"]),
     "unknown file type": (lambda t: write(t, "notes.txt", "hello"), ["notes.txt", "unknown stimulus file type"]),
+    "duplicate manifest key": (lambda t: manifest(t, GOOD_YAML + "predictions: []\n"),
+                               ["s.yaml", "field=manifest", "duplicate key 'predictions'"]),
+    "set name with a path": (lambda t: manifest(t, replace_yaml("name: {name}", 'name: "a/../../evil"')),
+                             ["s.yaml", "field=name", "a/../../evil"]),
+    "set name with markup": (lambda t: manifest(t, replace_yaml("name: {name}", 'name: "<b>x</b>"')),
+                             ["s.yaml", "field=name", "<b>x</b>"]),
 }
 
 

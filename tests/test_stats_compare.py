@@ -119,6 +119,19 @@ def test_compare_models_per_set():
     assert table.loc["s1", "mcnemar_p"] < 0.01
 
 
+def test_compare_models_set_in_one_run_only():
+    """A set scored in only one of the runs is listed with no paired items (it used to crash the table)."""
+    pred_a = pd.concat([_predictions("s1", {"1": [True], "2": [False]}),
+                        _predictions("only_a", {"1": [True], "2": [True]})], ignore_index=True)
+    pred_b = _predictions("s1", {"1": [False], "2": [False]})
+    table = compare_models(pred_a, pred_b, n_boot=200).set_index("set")
+    assert list(table.index) == ["s1", "only_a"]
+    row = table.loc["only_a"]
+    assert row["n_items"] == 0 and row["n_unpaired"] == 2 and row["n_a_only"] == 0
+    assert np.isnan(row["accuracy_a"]) and np.isnan(row["mcnemar_p"]) and np.isnan(row["q_value"])
+    assert table.loc["s1", "n_a_only"] == 1 and table.loc["s1", "q_value"] == table.loc["s1", "mcnemar_p"]
+
+
 def test_compare_models_rejects_duplicates_and_missing_columns():
     pred = _predictions("s", {"1": [True]})
     with pytest.raises(PsylingError, match="predictions B: missing column"):

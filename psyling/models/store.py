@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -20,6 +22,8 @@ import numpy as np
 from ..cache import cache_dir
 from ..fileio import atomic_write
 
+log = logging.getLogger("psyling")
+UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # a truncated, empty or foreign file
 Output = dict[str, Any]  # logprob, log_bow, log_nonbow, activations {site: array}, lens {layer: (lp, lb, ln)}
 
 
@@ -44,26 +48,49 @@ class ScoreStore:
         if not info.exists():
             atomic_write(info, lambda p: p.write_text(json.dumps(fingerprint, indent=2, default=str)))
         self.read = read
-        self.hits = self.writes = 0
+        self.hits = self.writes = self.corrupt = 0
+        self.writable = True
+
+    @classmethod
+    def open(cls, fingerprint: dict[str, Any], *, read: bool, root: Optional[Path] = None) -> Optional["ScoreStore"]:
+        """The store, or None with a warning when its folder cannot be created or written (e.g. read-only):
+        the run then goes on without a cache."""
+        try:
+            return cls(fingerprint, read=read, root=root)
+        except OSError as exc:
+            log.warning("score cache unusable (%s): running without it", exc)
+            return None
 
     def _path(self, digest: str) -> Path:
         return self.folder / f"{digest[:40]}.npz"
 
     def get(self, digest: str) -> Optional[list[Output]]:
-        """The stored outputs of a batch, or None (not stored, not reading, or unreadable)."""
+        """The stored outputs of a batch, or None (not stored, not reading, or unreadable: a corrupt entry is
+        counted in ``corrupt``, reported, and recomputed by the caller)."""
         path = self._path(digest)
         if not self.read or not path.exists():
             return None
         try:
             with np.load(path) as data:
                 outs = _unpack({k: data[k] for k in data.files})
-        except (OSError, ValueError, KeyError):
+        except UNREADABLE as exc:
+            self.corrupt += 1
+            log.warning("score cache entry %s is unreadable (%s): recomputing it", path.name,
+                        type(exc).__name__)
             return None
         self.hits += 1
         return outs
 
     def put(self, digest: str, outs: list[Output]) -> None:
-        atomic_write(self._path(digest), lambda p: _save_npz(p, _pack(outs)))
+        """Store a batch's outputs; a failed write (disk full, read-only) warns once and stops writing."""
+        if not self.writable:
+            return
+        try:
+            atomic_write(self._path(digest), lambda p: _save_npz(p, _pack(outs)))
+        except OSError as exc:
+            self.writable = False
+            log.warning("cannot write the score cache (%s): going on without writing it", exc)
+            return
         self.writes += 1
 
 

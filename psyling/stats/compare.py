@@ -188,7 +188,7 @@ def compare_models(pred_a: pd.DataFrame, pred_b: pd.DataFrame, n_boot: int = 100
         a, b = table["passed_a"].to_numpy(bool), table["passed_b"].to_numpy(bool)
         n_unpaired = int(unpaired.get(name, 0))
         if len(a) == 0:
-            rows.append((name, 0, n_unpaired) + (math.nan,) * 6 + (0, 0, math.nan))
+            rows.append((name, 0, n_unpaired) + (math.nan,) * 5 + (0, 0, math.nan))
             continue
         test = mcnemar(a, b)
         boot = paired_bootstrap(a, b, n_boot=n_boot, seed=seed)

@@ -37,10 +37,25 @@ def _typed(manifest: dict, key: str, kind: type, source: str) -> Any:
     raise StimulusError(f"must be {want}, got {type(value).__name__}", file=source, field=key)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that names a key twice (YAML itself keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_manifest(path: Path) -> dict:
-    """Parse a manifest file into a dict; YAML errors become one-line StimulusErrors."""
+    """Parse a manifest file into a dict; YAML errors (a key given twice included) become one-line
+    StimulusErrors."""
     try:
-        manifest = yaml.safe_load(read_text(path))
+        manifest = yaml.load(read_text(path), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -5,6 +5,8 @@ The sentence of an item in a condition is its non-empty regions joined by single
 """
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -17,6 +19,17 @@ SEGMENTATIONS = ("whitespace", "none")
 # the only spellings of a set's human.measure (checked when a manifest is read)
 HUMAN_MEASURES = ("SPR", "eye-tracking", "ERP-N400", "ERP-P600", "acceptability", "cloze", "other")
 
+
+_SAFE_NAME = re.compile(r"[^\W_][\w\-. ]*")  # no path separators, markup or control characters
+
+
+def _check_name(name: str, err: Any) -> None:
+    """A set name names output files: no path separators, markup or control characters."""
+    if not name:
+        raise err("the set has no name", field="name")
+    if not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise err(f"set name {name!r} must start with a letter or digit and hold only letters, digits, "
+                  "_ - . or spaces (it names output files)", field="name")
 
 @dataclass(frozen=True)
 class HumanFinding:
@@ -116,8 +129,7 @@ class StimulusSet:
         def err(msg: str, **where: Any) -> StimulusError:
             return StimulusError(msg, file=self.source, **where)
 
-        if not self.name:
-            raise err("the set has no name", field="name")
+        _check_name(self.name, err)
         if not self.regions:
             raise err("no regions declared", field="regions")
         if len(set(self.regions)) != len(self.regions):
