@@ -9,7 +9,9 @@ once below, and a scoring command builds one ``RunConfig`` from them and calls `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -874,11 +876,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _library_progress(shown: bool):
+    """With ``shown`` False (``--quiet``), no progress bars from the libraries either (transformers' weight
+    loading, GGUF conversion), not only psyling's own; restored afterwards."""
+    if shown:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+        if before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = before
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="psyling: %(message)s", level=logging.WARNING)
     try:
-        return args.func(args)
+        with _library_progress(not getattr(args, "quiet", False)):
+            return args.func(args)
     except PsylingError as exc:
         print(f"psyling: error: {exc}", file=sys.stderr)
         return USER_ERROR

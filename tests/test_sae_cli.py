@@ -96,3 +96,4 @@ def test_compared_region(trained):
     assert compared_region(stim, "critical") == 1 and compared_region(stim, "before") == 0
     with pytest.raises(PsylingError, match="unknown region"):
         FeatureSettings(region="after")
+
