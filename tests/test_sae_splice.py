@@ -77,7 +77,7 @@ def test_ce_kl_match_a_hand_loop(bpe_llama, agr, reuse):
     assert got["ce_clean"] == pytest.approx(ce_clean, abs=1e-5)
     assert got["ce_sae"] == pytest.approx(ce_sae, abs=1e-5)
     assert got["kl_sae"] == pytest.approx(kl, abs=1e-5)
-    assert got["l0"] == pytest.approx(4.0) or got["l0"] < 4.0  # TopK: at most k (ReLU of the top k)
+    assert 0 < got["l0"] <= 4.0  # TopK: at most k active (the ReLU of the top k may zero some)
     assert 0 < got["fvu"] and got["explained_variance"] == pytest.approx(1 - got["fvu"])
 
 

@@ -68,14 +68,14 @@ def effect_expression(stim: StimulusSet) -> Optional[Node]:
     return None
 
 
-def _ratio_ci(base: np.ndarray, spliced: np.ndarray, config: SAEEffectConfig) -> tuple[float, float]:
-    """Item-bootstrap 95% CI of mean(spliced) / mean(base), items resampled in pairs."""
-    n = len(base)
+def _ratio_ci(numerator: np.ndarray, denominator: np.ndarray, config: SAEEffectConfig) -> tuple[float, float]:
+    """Item-bootstrap 95% CI of mean(numerator) / mean(denominator), items resampled in pairs."""
+    n = len(denominator)
     if n < 2 or config.n_boot < 1:
         return float("nan"), float("nan")
     draws = np.random.default_rng(config.seed).integers(0, n, size=(config.n_boot, n))
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = spliced[draws].mean(1) / base[draws].mean(1)
+        ratios = numerator[draws].mean(1) / denominator[draws].mean(1)
     low, high = np.nanpercentile(ratios, [2.5, 97.5])
     return float(low), float(high)
 
@@ -96,7 +96,7 @@ def _preservation_row(stim: StimulusSet, base: CausalScorer, spliced: CausalScor
     effect_s = item_values(stim, regions_s, expression, config.measure).reindex(effect.index)
     keep = (effect.notna() & effect_s.notna()).to_numpy()
     a, b = effect.to_numpy()[keep], effect_s.to_numpy()[keep]
-    low, high = _ratio_ci(a, b, config)
+    low, high = _ratio_ci(b, a, config)  # spliced / original
     return {**row, "effect": a.mean(), "effect_spliced": b.mean(),
             "effect_ratio": b.mean() / a.mean() if a.mean() else float("nan"), "ratio_ci_low": low,
             "ratio_ci_high": high, "expression": str(stim.human.effect if stim.human and stim.human.effect else
@@ -129,10 +129,7 @@ def _ablation_row(base: dict, label: str, latents: Sequence[int], m_clean: np.nd
     """The mean change of M with the latents ablated, and the fraction of M removed, with an item-bootstrap CI."""
     change = m_ablated - m_clean
     n = len(change)
-    low = high = float("nan")
-    if n > 1 and config.n_boot > 0:
-        draws = np.random.default_rng(config.seed).integers(0, n, size=(config.n_boot, n))
-        low, high = np.percentile(-change[draws].mean(1) / m_clean[draws].mean(1), [2.5, 97.5])
+    low, high = _ratio_ci(-change, m_clean, config)
     return {**base, "latents": label, "k": len(latents), "m_clean": m_clean.mean(), "m_ablated": m_ablated.mean(),
             "change": change.mean(), "fraction": -change.mean() / m_clean.mean() if m_clean.mean() else np.nan,
             "ci_low": low, "ci_high": high, "n_items": n}
