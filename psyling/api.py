@@ -19,16 +19,20 @@ from .errors import PsylingError
 from .hashing import sha256_file
 from .interp.activations import ActivationWriter
 from .interp.lens import emergence, lens_tables
+from .measures.alignment import BOUNDARY_POLICY
 from .measures import REGION_COLUMNS, TOKEN_COLUMNS, WORD_COLUMNS, surprisal_tables
 from .measures.alignment import align
-from .measures.imported import imported_regions, read_table
+from .measures.imported import imported_regions, read_table, unit_column, unmatched_suites
 from .models import (DEFAULT_MODEL, LanguageModel, ModelSpec, Scorer, ScoreStats, invariance_check,
                      load_model, make_scorer)
 from .models.scorer import set_requests
 from .models.store import ScoreStore
-from .runs import RunWriter, write_run
+from .progress import RunProgress, run_progress
+from .runs import RunWriter, located_stimuli, write_run
 from .stats import PREDICTION_COLUMNS, evaluate_predictions, summarise
+from .stats.predictions import check_measures, measures_record
 from .stimuli import LoadedStimuli, StimulusSet, battery_files, load_stimuli
+from .stimuli.reading import ReaderOptions
 
 __all__ = ["RunConfig", "RunResult", "evaluate", "gather_stimuli", "load", "model_spec", "run"]
 COLUMNS = {"tokens": TOKEN_COLUMNS, "words": WORD_COLUMNS, "regions": REGION_COLUMNS,
@@ -58,6 +62,10 @@ class RunResult:
         return write_run(out, self.manifest, self.tables(), self.summary, replace=replace)
 
 
+WORD_UNITS = {"whitespace": "whitespace-delimited; punctuation stays attached",
+              "none": "no words (a script written without spaces): each region is one unit"}
+
+
 @dataclass
 class _Scored:
     """What scoring the sets gave: table parts by name, the sets scored, errors, invariance check, statistics."""
@@ -81,14 +89,14 @@ class _Scored:
         return tables, joined
 
 
-def gather_stimuli(stimuli: Stimuli, battery: Optional[str], detokenize: bool = False) -> LoadedStimuli:
+def gather_stimuli(stimuli: Stimuli, battery: Optional[str], options: ReaderOptions = ReaderOptions()) -> LoadedStimuli:
     """Stimulus paths (or already built sets) plus a battery's files, loaded; at least one set must load."""
     built = [s for s in stimuli if isinstance(s, StimulusSet)]
     paths = [Path(p) for p in stimuli if not isinstance(p, StimulusSet)]
     paths += battery_files(battery) if battery else []
     if not paths and not built:
         raise PsylingError("no stimuli: give stimulus paths or a battery")
-    loaded = load_stimuli(paths, detokenize) if paths else LoadedStimuli()
+    loaded = load_stimuli(paths, options) if paths else LoadedStimuli()
     loaded.sets = built + loaded.sets
     if not loaded.sets:
         raise PsylingError("no stimulus set could be loaded:\n" + "\n".join(loaded.errors))
@@ -126,7 +134,7 @@ def _configure(config: Union[RunConfig, ModelSpec, str, LanguageModel], stimuli:
 
 def _load_sets(config: RunConfig, built: list[StimulusSet]) -> LoadedStimuli:
     """The run's stimulus sets (objects given, then files and battery), each cut to ``max_items``."""
-    loaded = gather_stimuli([*built, *config.stimuli], config.battery, config.detokenize)
+    loaded = gather_stimuli([*built, *config.stimuli], config.battery, config.reader_options)
     if config.max_items is not None:
         loaded.sets = [replace(s, items=s.items[:config.max_items]) for s in loaded.sets]
     return loaded
@@ -151,6 +159,7 @@ def pooling_consumer(stim: StimulusSet, writer: ActivationWriter):
 def _score_set(stim: StimulusSet, scorer: Scorer, store: Optional[ScoreStore], writer: Optional[ActivationWriter],
                measure: str, scored: _Scored) -> None:
     """Score one set and add its tables to ``scored``; the first set scored also gives the invariance check."""
+    check_measures(stim, measure)
     requests = set_requests(stim)
     result = scorer.score(requests, desc=stim.name, consumer=pooling_consumer(stim, writer) if writer else None, store=store)
     scored.stats += result.stats
@@ -171,12 +180,28 @@ def _score_sets(loaded: LoadedStimuli, scorer: Scorer, store: Optional[ScoreStor
                 writer: Optional[ActivationWriter], measure: str) -> _Scored:
     """Score every set; a set that fails (e.g. cannot be aligned) is reported in ``errors``, the others go on."""
     scored = _Scored(errors=list(loaded.errors))
-    for stim in loaded.sets:
-        try:
-            _score_set(stim, scorer, store, writer, measure, scored)
-        except PsylingError as exc:
-            scored.errors.append(f"{stim.source}: {exc}")
+    count = scorer.count_tokens
+    desc = f"scoring {len(loaded.sets)} set{'s' * (len(loaded.sets) != 1)}"
+    with run_progress(desc, shown=bool(scorer.progress)) as display:
+        _plan_tokens(loaded.sets, count, display)
+        for stim in loaded.sets:
+            try:
+                _score_set(stim, scorer, store, writer, measure, scored)
+            except PsylingError as exc:
+                scored.errors.append(f"{stim.source}: {exc}")
+            display.settle(stim.name)
     return scored
+
+
+def _plan_tokens(sets: list[StimulusSet], count: Any, display: RunProgress) -> None:
+    """The run's progress total: the text tokens of every set (tokenized once, here, for the scorer to keep)."""
+    if not display.shown:
+        return
+    for stim in sets:
+        try:
+            display.plan(stim.name, count(set_requests(stim)))
+        except PsylingError:  # the set is reported when it is scored
+            continue
 
 
 def environment() -> dict[str, str]:
@@ -206,10 +231,18 @@ def _settings_entry(config: RunConfig, scorer: Scorer, store: Optional[ScoreStor
         "out_of_memory_splits": stats.oom_splits,
         "cache": {"folder": str(store.folder), "resume": config.resume, "batches_reused": store.hits,
                   "batches_written": store.writes, "batches_corrupt": store.corrupt} if store else None,
-        "words": "whitespace-delimited; punctuation stays attached",
+        "words": "per set (stimuli.sets[].words)", "region_boundary_tokens": BOUNDARY_POLICY,
         "prediction_measure": config.measure, "context_token": settings["context_token"],
         "syntaxgym_detokenize": config.detokenize,
     }
+
+
+def _set_entry(stim: StimulusSet, tokens: pd.DataFrame) -> dict[str, Any]:
+    """A scored set in the manifest: name, source, size, conditions, how its words were found and how many
+    tokens crossed a region boundary (``BOUNDARY_POLICY``)."""
+    return {"name": stim.name, "source": stim.source, "n_items": len(stim.items), "conditions": list(stim.conditions),
+            "segmentation": stim.segmentation, "segmentation_source": stim.metadata.get("segmentation_source"),
+            "words": WORD_UNITS[stim.segmentation], "tokens_crossing_regions": int(tokens["crosses_region"].sum())}
 
 
 def _manifest(config: RunConfig, scorer: Scorer, store: Optional[ScoreStore], loaded: LoadedStimuli,
@@ -220,12 +253,10 @@ def _manifest(config: RunConfig, scorer: Scorer, store: Optional[ScoreStore], lo
         "psyling_version": __version__, "created": now(), "model": scorer.lm.info,
         "tokenizer": {**settings["tokenizer"], "context_token": settings["context_token"]},
         "settings": _settings_entry(config, scorer, store, stats),
-        "stimuli": {"battery": config.battery, "files": loaded.files, "paths": list(config.stimuli),
+        "stimuli": located_stimuli({"battery": config.battery, "files": loaded.files, "paths": list(config.stimuli),
                     "max_items": config.max_items,
-                    "sets": [{"name": s.name, "source": s.source, "n_items": len(s.items),
-                              "conditions": list(s.conditions), "segmentation": s.segmentation}
-                             for s in scored.sets],
-                    "errors": scored.errors},
+                    "sets": [_set_entry(s, tokens) for s, tokens in zip(scored.sets, scored.parts.get("tokens", []))],
+                    "errors": scored.errors}),
         "timings": {"load_model_s": round(seconds["load"], 3), "scoring_s": round(stats.seconds, 3),
                     "tokens_scored": stats.n_tokens,
                     "tokens_per_s": round(stats.n_tokens / stats.seconds, 1) if stats.seconds else None,
@@ -273,6 +304,8 @@ def run(config: Union[RunConfig, ModelSpec, str, LanguageModel] = DEFAULT_MODEL,
         scored = _score_sets(loaded, scorer, store, activations, config.measure)
         tables, lens = scored.tables()
         manifest = _manifest(config, scorer, store, loaded, scored, seconds)
+        manifest["settings"]["measures"] = measures_record(config.measure, scored.sets, tables["regions"],
+                                                           "model tokens")
         if activations is not None:
             manifest["activations"] = {**activations.spec, "folder": "activations"}
             activations.close(manifest["activations"])
@@ -284,9 +317,11 @@ def run(config: Union[RunConfig, ModelSpec, str, LanguageModel] = DEFAULT_MODEL,
 
 
 def evaluate(surprisal: Union[str, Path], stimuli: Sequence[Union[str, Path]] = (), battery: Optional[str] = None,
-             out: Union[str, Path, None] = None, *, units: str = "bits", replace: bool = False) -> RunResult:
+             out: Union[str, Path, None] = None, *, units: str = "bits", replace: bool = False,
+             measure: str = "surprisal") -> RunResult:
     """Evaluate the predictions of stimulus sets on a surprisal table computed elsewhere ("bring your own
-    surprisal"); token- or word-level values are summed per region. Writes regions, predictions, summary
+    surprisal"); token- or word-level values are summed per region, ``measure`` as ``psyling.run``'s (mean and
+    slor count the table's rows, tokens or words, as the length). Writes regions, predictions, summary
     and a manifest when ``out`` is given (``replace``: replace a run already there)."""
     loaded = gather_stimuli(stimuli, battery)
     table = read_table(Path(surprisal))
@@ -294,11 +329,11 @@ def evaluate(surprisal: Union[str, Path], stimuli: Sequence[Union[str, Path]] = 
     for stim in loaded.sets:
         try:
             reg = imported_regions(stim, table, units)
+            predictions.append(evaluate_predictions(stim, reg, measure))
         except PsylingError as exc:
             errors.append(f"{stim.source}: {exc}")
             continue
         regions.append(reg)
-        predictions.append(evaluate_predictions(stim, reg, "surprisal"))
         scored.append(stim)
     if not scored:
         raise PsylingError("no set could be evaluated:\n" + "\n".join(errors))
@@ -307,9 +342,12 @@ def evaluate(surprisal: Union[str, Path], stimuli: Sequence[Union[str, Path]] = 
     summary = summarise(tables["predictions"], scored)
     manifest = {"psyling_version": __version__, "created": now(),
                 "surprisal_table": {"path": str(surprisal), "sha256": sha256_file(Path(surprisal)), "units": units,
-                                    "note": "region values are sums of the table's values; no word correction"},
-                "stimuli": {"battery": battery, "files": loaded.files, "errors": errors,
-                            "sets": [{"name": s.name, "n_items": len(s.items)} for s in scored]}}
+                                    "note": "region values are sums of the table's values; no word correction",
+                                    "suites_without_a_set": unmatched_suites(table, [s.name for s in scored])},
+                "settings": {"prediction_measure": measure, "measures": measures_record(
+                    measure, scored, tables["regions"], f"{unit_column(table)}s of the surprisal table")},
+                "stimuli": located_stimuli({"battery": battery, "files": loaded.files, "errors": errors,
+                            "sets": [{"name": s.name, "n_items": len(s.items)} for s in scored]})}
     if out is not None:
         write_run(out, manifest, tables, summary, replace=replace)
     empty = {"tokens": pd.DataFrame(columns=TOKEN_COLUMNS), "words": pd.DataFrame(columns=WORD_COLUMNS)}

@@ -14,6 +14,7 @@ from .api import gather_stimuli
 from .models.scorer import set_requests
 from .errors import PsylingError
 from .models import LanguageModel, ScoreRequest, ScoringOptions, load_model, make_scorer
+from .progress import run_progress
 
 TOLERANCE_BITS = 1e-4
 CHECK_COLUMNS = ["comparison", "n_sequences", "max_abs_diff_bits", "mean_abs_diff_bits", "tolerance_bits", "passed"]
@@ -43,28 +44,35 @@ def sample_requests(stimuli: Sequence[str] = (), battery: Optional[str] = "core"
 
 
 def check_model(model: Union[str, LanguageModel], requests: list[ScoreRequest], *, batch_size: int = 16,
-                dtypes: Sequence[str] = ("bfloat16",), device: str = "cpu") -> pd.DataFrame:
+                dtypes: Sequence[str] = ("bfloat16",), device: str = "cpu", progress: bool = True) -> pd.DataFrame:
     """Compare token log-probabilities between ways of computing them; one row per comparison. The reference
-    is one sequence at a time, right padded (nothing to pad), no prefix reuse, in float32."""
+    is one sequence at a time, right padded (nothing to pad), no prefix reuse, in float32. ``progress``: one bar
+    over the tokens of every scoring pass."""
     if not requests:
         raise PsylingError("no requests to check")
+    if dtypes and isinstance(model, LanguageModel):
+        raise PsylingError("the dtype comparison loads the model again: pass its name, not a loaded model")
     lm = model if isinstance(model, LanguageModel) else load_model(model, device=device)
-    padded = make_scorer(lm, ScoringOptions(batch_size=batch_size, reuse_prefix=False), progress=False)
-    alone = padded.with_options(batch_size=1).score(requests)
-    right = padded.score(requests)
-    n = len(requests)
-    rows = [
-        _row(f"batch size {batch_size} vs 1", _diff(right, alone), n, TOLERANCE_BITS),
-        _row(f"left vs right padding (batch size {batch_size})",
-             _diff(padded.with_options(padding_side="left").score(requests), right), n, TOLERANCE_BITS),
-        _row("prefix reuse (packed rows) vs one at a time",
-             _diff(padded.with_options(reuse_prefix=True).score(requests), alone), n, TOLERANCE_BITS),
-    ]
-    for dtype in dtypes:
-        if isinstance(model, LanguageModel):
-            raise PsylingError("the dtype comparison loads the model again: pass its name, not a loaded model")
-        other = make_scorer(load_model(model, dtype=dtype, device=device), ScoringOptions(batch_size=batch_size),
-                            progress=False)
-        rows.append(_row(f"{dtype} vs float32 (informative: a lower precision changes the numbers)",
-                         _diff(other.score(requests), alone), n, None))
+    padded = make_scorer(lm, ScoringOptions(batch_size=batch_size, reuse_prefix=False), progress=progress)
+    count = getattr(padded, "count_tokens", None)  # masked scorers show a bar per pass
+    with run_progress("checking invariance", shown=bool(progress and count)) as display:
+        if display.shown:
+            display.plan("passes", count(requests) * (4 + len(dtypes)))
+        alone = padded.with_options(batch_size=1).score(requests, desc="batch size 1")
+        right = padded.score(requests, desc=f"batch size {batch_size}")
+        n = len(requests)
+        rows = [
+            _row(f"batch size {batch_size} vs 1", _diff(right, alone), n, TOLERANCE_BITS),
+            _row(f"left vs right padding (batch size {batch_size})",
+                 _diff(padded.with_options(padding_side="left").score(requests, desc="left padding"), right), n,
+                 TOLERANCE_BITS),
+            _row("prefix reuse (packed rows) vs one at a time",
+                 _diff(padded.with_options(reuse_prefix=True).score(requests, desc="prefix reuse"), alone), n,
+                 TOLERANCE_BITS),
+        ]
+        for dtype in dtypes:
+            other = make_scorer(load_model(model, dtype=dtype, device=device), ScoringOptions(batch_size=batch_size),
+                                progress=progress)
+            rows.append(_row(f"{dtype} vs float32 (informative: a lower precision changes the numbers)",
+                             _diff(other.score(requests, desc=dtype), alone), n, None))
     return pd.DataFrame(rows, columns=CHECK_COLUMNS)

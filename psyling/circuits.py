@@ -92,7 +92,7 @@ Finish = Callable[[dict[str, pd.DataFrame], Path], dict[str, pd.DataFrame]]
 def _designed_sets(run: RunConfig, precheck: Callable[[StimulusSet], object]) -> tuple[list[StimulusSet], list[str]]:
     """The run's sets that pass ``precheck`` (e.g. have a patching design), and one error line per other set;
     an error if none is left (before any model is loaded)."""
-    loaded = gather_stimuli(list(run.stimuli), run.battery, run.detokenize)
+    loaded = gather_stimuli(list(run.stimuli), run.battery, run.reader_options)
     chosen, errors = [], list(loaded.errors)
     for stim in loaded.sets:
         try:

@@ -29,7 +29,9 @@ from .models.conventions import CONVENTIONS
 from .models.hooks import DTYPES as ACTIVATION_DTYPES
 from .models.hooks import KINDS
 from .models.options import MASKED_VARIANTS, PADDING_SIDES
+from .progress import quiet
 from .stimuli.corpora import UCL_MEASURES
+from .stimuli.segmentation import SEGMENTATION_CHOICES
 
 USER_ERROR = 2
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
@@ -47,7 +49,8 @@ def _model_options(parser: argparse.ArgumentParser, loading: bool = True) -> Non
     group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ... (default cpu)")
     if loading:
         group.add_argument("--revision", help="model revision (hub models)")
-        group.add_argument("--dtype", default="float32", choices=MODEL_DTYPES)
+        group.add_argument("--dtype", default="float32", choices=MODEL_DTYPES,
+                           help="precision the model is loaded in (default float32)")
         group.add_argument("--trust-remote-code", action="store_true",
                            help="allow a model's own code (off by default)")
 
@@ -65,7 +68,8 @@ def _scoring_options(parser: argparse.ArgumentParser) -> None:
                        help="tokens per forward batch (default: from the vocabulary size; halved on out-of-memory)")
     group.add_argument("--context-token", help="token before each stimulus: bos, eos, an id or a token "
                                                "(default: BOS if the tokenizer has one, else EOS)")
-    group.add_argument("--padding-side", default="right", choices=PADDING_SIDES)
+    group.add_argument("--padding-side", default="right", choices=PADDING_SIDES,
+                       help="side padded sequences are padded on (results do not depend on it; default right)")
     group.add_argument("--prefix-reuse", default="auto", choices=list(PREFIX_REUSE),
                        help="compute shared prefixes once (on), or one padded sequence per row with --batch-size "
                             "per batch (off); auto: on, except for the lm-eval and minicons conventions")
@@ -76,7 +80,7 @@ def _scoring_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _stimulus_options(parser: argparse.ArgumentParser, selection: bool = True) -> None:
-    """--stimuli and --battery; with ``selection`` also --max-items and --detokenize."""
+    """--stimuli and --battery; with ``selection`` also --max-items, --detokenize and --segmentation."""
     group = parser.add_argument_group("stimuli")
     group.add_argument("--stimuli", nargs="+", metavar="PATH", help="stimulus files or folders")
     group.add_argument("--battery", help="a named battery (psyling batteries lists them), e.g. core")
@@ -84,13 +88,29 @@ def _stimulus_options(parser: argparse.ArgumentParser, selection: bool = True) -
         group.add_argument("--max-items", type=int, help="score only the first N items of each set (quick checks)")
         group.add_argument("--detokenize", action="store_true",
                            help="attach the SyntaxGym 2020 suites' free-standing ' .' and ' ,' to the preceding word")
+        _segmentation_option(group)
+
+
+def _segmentation_option(group: Any) -> None:
+    group.add_argument("--segmentation", default="auto", choices=SEGMENTATION_CHOICES,
+                       help="how the stimulus text divides into words: auto (default: detected from the script, "
+                            "unless a file or its sidecar declares it), whitespace, or none (scripts written "
+                            "without spaces: regions only, joined without a separator); overrides the files")
+
+
+def _measure_option(group: Any) -> None:
+    group.add_argument("--measure", default="surprisal", choices=MEASURES,
+                       help="region statistic of the predictions' bare (region;%%condition%%) terms: surprisal "
+                            "(summed corrected word surprisal, the default), surprisal_raw (summed token "
+                            "surprisal), mean (surprisal per token) or slor (NEGATIVE SLOR, (surprisal - wordfreq "
+                            "unigram surprisal) / tokens, bits per token: lower = more acceptable, so formulas "
+                            "keep their direction); mean(...) and slor(...) in a formula fix a term's own")
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
     """The run's own settings: prediction statistic and score cache."""
     group = parser.add_argument_group("run")
-    group.add_argument("--measure", default="surprisal", choices=MEASURES,
-                       help="region statistic the predictions use (default: corrected word surprisal)")
+    _measure_option(group)
     group.add_argument("--resume", action="store_true",
                        help="reuse the batches an identical earlier run left in the score cache (e.g. one killed)")
     group.add_argument("--no-cache", action="store_true", help="do not write batch results to the score cache")
@@ -108,8 +128,10 @@ def _capture_options(parser: argparse.ArgumentParser) -> None:
                             "written to OUT/activations")
     _layers_option(group, "to capture or read out")
     group.add_argument("--pool", default="word", choices=POOLS, help="pool activations per unit (default word)")
-    group.add_argument("--pool-method", default="mean", choices=METHODS)
-    group.add_argument("--activation-dtype", default="float32", choices=list(ACTIVATION_DTYPES))
+    group.add_argument("--pool-method", default="mean", choices=METHODS,
+                       help="how the tokens of a unit are pooled (default mean)")
+    group.add_argument("--activation-dtype", default="float32", choices=list(ACTIVATION_DTYPES),
+                       help="how captured activations are stored (default float32)")
     group.add_argument("--lens", action="store_true",
                        help="also run the logit lens at --layers: lens_regions, lens_predictions, lens_emergence")
 
@@ -163,16 +185,25 @@ def _patch_options(parser: argparse.ArgumentParser) -> None:
                             "its first, or not at all (default last)")
     group.add_argument("--directions", default="denoise,noise", help="denoise (clean into corrupt), noise (corrupt "
                                                                      "into clean); default both")
-    group.add_argument("--threshold", type=float, default=0.1,
-                       help="exclude items with |M_clean - M_corrupt| below this many bits (default 0.1)")
+    _threshold_option(group)
     group.add_argument("--method", default="exact", choices=("exact", "atp", "both"),
                        help="exact activation patching, attribution patching (AtP), or both (with their agreement)")
     group.add_argument("--atp-sites", default="resid,attn,mlp,head,neuron", help="site kinds for AtP")
     group.add_argument("--confirm", type=int, default=0, metavar="K",
                        help="with AtP: patch its top K heads and top K MLP units exactly (default 0)")
     group.add_argument("--items-per-batch", type=int, default=8, help="items patched together (default 8)")
-    group.add_argument("--bootstrap", type=int, default=1000, help="item-bootstrap resamples for the CIs")
+    _bootstrap_option(group)
     group.add_argument("--no-plots", action="store_true", help="no PNG heatmaps")
+
+
+def _threshold_option(group: Any) -> None:
+    group.add_argument("--threshold", type=float, default=0.1,
+                       help="exclude items with |M_clean - M_corrupt| below this many bits (default 0.1)")
+
+
+def _bootstrap_option(group: Any) -> None:
+    group.add_argument("--bootstrap", type=int, default=1000,
+                       help="item-bootstrap resamples for the confidence intervals (default 1000)")
 
 
 def _steer_options(parser: argparse.ArgumentParser) -> None:
@@ -181,15 +212,18 @@ def _steer_options(parser: argparse.ArgumentParser) -> None:
     _layers_option(group, "to steer")
     group.add_argument("--region", help="steer this region (before the critical one); default: the last context token")
     group.add_argument("--token", default="last", help="token within --region: first, last or k (default last)")
-    group.add_argument("--unequal", default="last", choices=UNEQUAL)
+    group.add_argument("--unequal", default="last", choices=UNEQUAL,
+                       help="a region whose token counts differ between the contexts aligns on its last token, "
+                            "its first, or not at all (default last)")
     group.add_argument("--kinds", default="mean-diff,probe", help="direction kinds (default mean-diff,probe)")
     group.add_argument("--mode", default="interchange", choices=("interchange", "add"),
                        help="set the projection to the corrupted class mean's (interchange), or add alpha times "
                             "the class-mean difference (add)")
-    group.add_argument("--alpha", type=float, default=1.0)
+    group.add_argument("--alpha", type=float, default=1.0,
+                       help="with --mode add: the multiple of the class-mean difference added (default 1)")
     group.add_argument("--folds", type=int, default=5, help="item-grouped folds (default 5)")
-    group.add_argument("--threshold", type=float, default=0.1)
-    group.add_argument("--bootstrap", type=int, default=1000)
+    _threshold_option(group)
+    _bootstrap_option(group)
 
 
 def _mediation_options(parser: argparse.ArgumentParser) -> None:
@@ -201,8 +235,8 @@ def _mediation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--top-k", type=int, default=20, help="heads and MLP units kept in the top table (default 20)")
     group.add_argument("--screen", default="atp", choices=("atp", "layers"),
                        help="how MLP units are screened before exact patching (default: attribution patching)")
-    group.add_argument("--threshold", type=float, default=0.1)
-    group.add_argument("--bootstrap", type=int, default=1000)
+    _threshold_option(group)
+    _bootstrap_option(group)
 
 
 def _ablation_options(parser: argparse.ArgumentParser) -> None:
@@ -215,7 +249,7 @@ def _ablation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--methods", default="zero,mean,resample", help="ablation methods (default all three)")
     group.add_argument("--random", type=int, default=10, help="random control draws (default 10)")
     group.add_argument("--faithfulness", action="store_true", help="also the faithfulness of the units as a circuit")
-    group.add_argument("--bootstrap", type=int, default=1000)
+    _bootstrap_option(group)
 
 
 # ---- from options to settings ----------------------------------------------------------------------------------
@@ -248,7 +282,7 @@ def _run_config(args: argparse.Namespace, capture: Optional[CaptureSpec] = None,
         raise PsylingError("give stimulus paths with --stimuli or a battery with --battery")
     return RunConfig(_model_spec(args), _scoring(args, capture, lens), tuple(args.stimuli or ()), args.battery,
                      args.max_items, args.detokenize, args.measure, cache=not args.no_cache, resume=args.resume,
-                     **settings)
+                     segmentation=args.segmentation, **settings)
 
 
 def _csv(text: Optional[str]) -> Optional[tuple[str, ...]]:
@@ -260,7 +294,7 @@ def _circuit_run(args: argparse.Namespace) -> RunConfig:
     if not args.stimuli and not args.battery:
         raise PsylingError("give stimulus paths with --stimuli or a battery with --battery")
     return RunConfig(_model_spec(args), _scoring(args), tuple(args.stimuli or ()), args.battery, args.max_items,
-                     args.detokenize)
+                     args.detokenize, segmentation=args.segmentation)
 
 
 def _circuit_config(args: argparse.Namespace) -> CircuitConfig:
@@ -339,11 +373,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not args.stimuli and not args.battery:
         raise PsylingError("give the stimulus sets the table belongs to with --stimuli or --battery")
     result = evaluate(args.surprisal, args.stimuli or (), args.battery, args.out, units=args.units,
-                      replace=args.replace)
+                      replace=args.replace, measure=args.measure)
     print(format_summary(result.summary))
     if args.battery:
         print(_battery_score(args.battery, result.predictions))
+    _unevaluated_suites(args.surprisal, result.manifest["surprisal_table"]["suites_without_a_set"])
     return _skipped(result.errors)
+
+
+def _unevaluated_suites(surprisal: Path, left: list[str]) -> None:
+    """List (on stderr) the suites of a multi-suite surprisal table that no evaluated set is named after."""
+    if left:
+        print(f"psyling: note: {len(left)} suite{'s' * (len(left) != 1)} of {surprisal} not evaluated (no set of "
+              f"that name was evaluated): {', '.join(left)}", file=sys.stderr)
 
 
 def _reproduce(args: argparse.Namespace) -> int:
@@ -389,9 +431,10 @@ def _analyze(args: argparse.Namespace) -> int:
     if not result.mixed.empty:
         kinds = result.mixed.drop_duplicates("set")["random_effects"].map(
             lambda re: "OLS" if re.startswith("none") else "random slopes" if "+" in re else "random intercepts")
-        print("mixed models of the critical region: " + ", ".join(f"{n} with {k}" for k, n in
+        print("mixed models of each set's compared region: " + ", ".join(f"{n} with {k}" for k, n in
                                                                  kinds.value_counts().items())
-              + " (simplifications and their reasons: mixed.parquet, column fallback)")
+              + " (the region and why: mixed.parquet, columns region and region_from; simplifications and their "
+                "reasons: column fallback)")
     for line in result.notes:
         print(f"psyling: note: {line}", file=sys.stderr)
     print(f"\nstatistics, verdicts and {len(result.plots)} plots in {result.out}")
@@ -494,7 +537,7 @@ def _ablate(args: argparse.Namespace) -> int:
 def _sae_run(args: argparse.Namespace) -> RunConfig:
     """The model, scoring options and stimuli of an SAE command (stimuli may be empty for corpora only)."""
     return RunConfig(_model_spec(args), _scoring(args), tuple(args.stimuli or ()), args.battery, args.max_items,
-                     args.detokenize, args.measure)
+                     args.detokenize, args.measure, segmentation=args.segmentation)
 
 
 def _sae_train(args: argparse.Namespace) -> int:
@@ -556,8 +599,9 @@ def _sae_features(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from .stimuli import load_stimuli
     from .stimuli.quality import quality_report
+    from .stimuli.reading import ReaderOptions
 
-    loaded = load_stimuli([Path(p) for p in args.paths])
+    loaded = load_stimuli([Path(p) for p in args.paths], ReaderOptions(segmentation=args.segmentation))
     for stim in loaded.sets:
         print(f"ok  {stim.name}: {len(stim.items)} items x {len(stim.conditions)} conditions, "
               f"{len(stim.regions)} regions, {len(stim.predictions)} predictions ({stim.source})")
@@ -575,17 +619,18 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _batteries(_: argparse.Namespace) -> int:
-    from .stimuli import battery_names, load_battery, load_stimuli
+    from .stimuli import battery_names, load_battery
+    from .stimuli.batteries import battery_count
 
     width = max(len(name) for name in [*battery_names(), "battery"])
     print(f"{'battery':<{width}} {'sets':>5} {'items':>8}  description")
     for name in battery_names():
         battery = load_battery(name)
         try:
-            loaded = load_stimuli(battery.files())
-            counts = f"{len(loaded.sets):>5} {sum(len(s.items) for s in loaded.sets):>8}"
-            if loaded.errors:
-                counts += f" ({len(loaded.errors)} files with errors)"
+            count = battery_count(battery)
+            counts = f"{count.n_sets:>5} {count.n_items:>8}"
+            if count.n_errors:
+                counts += f" ({count.n_errors} files with errors)"
         except PsylingError as exc:
             counts = f"{'-':>5} {'-':>8}  (unavailable: {exc})"
         print(f"{name:<{width}} {counts}  {battery.description}")
@@ -606,7 +651,8 @@ def _check(args: argparse.Namespace) -> int:
 
     requests = sample_requests(args.stimuli or (), args.battery, args.n)
     dtypes = [d for d in args.dtypes.split(",") if d and d != "float32"]
-    table = check_model(args.model, requests, batch_size=args.batch_size, dtypes=dtypes, device=args.device)
+    table = check_model(args.model, requests, batch_size=args.batch_size, dtypes=dtypes, device=args.device,
+                        progress=not args.quiet)
     print(f"{'comparison':<72} {'n':>4} {'max |diff|':>11} {'mean |diff|':>11}  verdict")
     for row in table.itertuples():
         verdict = "informative" if row.passed is None else "ok" if row.passed else f"FAIL (> {row.tolerance_bits:g})"
@@ -677,6 +723,7 @@ def _check_parser(sub: Sub) -> None:
     chk.add_argument("--n", type=int, default=32, help="sequences to compare (default 32)")
     chk.add_argument("--dtypes", default="bfloat16", help="other dtypes to compare with float32 (comma-separated; "
                                                           "'' for none)")
+    _quiet_option(chk)
     chk.set_defaults(func=_check, battery="core")
 
 
@@ -688,18 +735,22 @@ def _encode_parser(sub: Sub) -> None:
     _output_options(enc)
     _layers_option(enc, "to encode from")
     _data_root_option(enc)
-    enc.add_argument("--folds", type=int, default=10)
-    enc.add_argument("--permutations", type=int, default=200)
+    enc.add_argument("--folds", type=int, default=10, help="cross-validation folds of the encoding model (default 10)")
+    enc.add_argument("--permutations", type=int, default=200,
+                     help="permutations for each layer's p-value (default 200)")
     enc.set_defaults(func=_encode)
 
 
 def _evaluate_parser(sub: Sub) -> None:
     ev = sub.add_parser("evaluate", help="evaluate predictions on a surprisal table computed elsewhere")
     ev.add_argument("--surprisal", required=True, type=Path,
-                    help="CSV/TSV/parquet: item, condition, token|word, surprisal [, set]; or lm-zoo "
-                         "sentence_id, token_id, token, surprisal")
+                    help="CSV/TSV/parquet: item, condition, token|word, surprisal; or lm-zoo sentence_id, "
+                         "token_id, token, surprisal; one file may hold several sets with a set or suite column "
+                         "(each set takes the rows of its name; suites without a set are listed)")
     _stimulus_options(ev, selection=False)
-    ev.add_argument("--units", default="bits", choices=["bits", "nats"])
+    ev.add_argument("--units", default="bits", choices=["bits", "nats"],
+                    help="units of the table's surprisal: bits (log base 2, lm-zoo's; default) or nats")
+    _measure_option(ev)
     _output_options(ev, required=False)
     ev.set_defaults(func=_evaluate)
 
@@ -713,17 +764,17 @@ def _analyze_parser(sub: Sub) -> None:
                          "ucl (SPR, first-pass eye-tracking, N400; default), naturalstories (SPR only), or none "
                          "(effects in bits only)")
     _data_root_option(an)
-    an.add_argument("--no-plots", action="store_true")
+    an.add_argument("--no-plots", action="store_true", help="write the tables only, no PNG plots")
     _quiet_option(an)
     an.set_defaults(func=_analyze)
 
 
 def _compare_parser(sub: Sub) -> None:
     cmp = sub.add_parser("compare", help="per-set paired comparison of two runs on the same stimuli")
-    cmp.add_argument("run_a", type=Path)
-    cmp.add_argument("run_b", type=Path)
+    cmp.add_argument("run_a", type=Path, help="the first run directory")
+    cmp.add_argument("run_b", type=Path, help="the second run directory (same stimuli)")
     cmp.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples (default 10000)")
-    cmp.add_argument("--seed", type=int, default=0)
+    cmp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     cmp.add_argument("--out", type=Path, help="also write the table as CSV")
     cmp.set_defaults(func=_compare)
 
@@ -735,8 +786,10 @@ def _probe_parser(sub: Sub) -> None:
     pr.add_argument("--sets", nargs="+", help="only these sets (default: every set declaring the factor)")
     _run_stimuli_option(pr)
     pr.add_argument("--region", help="probe only this region's rows (a run with --pool region), e.g. verb")
-    pr.add_argument("--folds", type=int, default=5)
-    pr.add_argument("--permutations", type=int, default=100)
+    pr.add_argument("--folds", type=int, default=5, help="item-grouped cross-validation folds (default 5)")
+    pr.add_argument("--permutations", type=int, default=100,
+                    help="label permutations for each site's p-value (default 100; 0 for none)")
+    _quiet_option(pr)
     pr.set_defaults(func=_probe)
 
 
@@ -781,9 +834,11 @@ def _reproduce_parser(sub: Sub) -> None:
 def _stimuli_parsers(sub: Sub) -> None:
     validate = sub.add_parser("validate", help="check stimulus files; one line per problem")
     validate.add_argument("paths", nargs="+", help="stimulus files or folders")
+    _segmentation_option(validate)
     validate.set_defaults(func=_validate)
     new = sub.add_parser("new", help="scaffold a stimulus set (manifest + items) from the template")
-    new.add_argument("name")
+    new.add_argument("name", help="the set's name (a letter, then letters, digits, _ or -): writes NAME.yaml and "
+                                  "NAME.csv")
     new.add_argument("--dir", default=".", help="folder to write into (default: current folder)")
     new.set_defaults(func=_new)
     sub.add_parser("batteries", help="list the batteries with their set and item counts").set_defaults(
@@ -793,7 +848,7 @@ def _stimuli_parsers(sub: Sub) -> None:
 def _tool_parsers(sub: Sub) -> None:
     sub.add_parser("models", help="list the embedded offline models").set_defaults(func=_models)
     cache = sub.add_parser("cache", help="list or clear the score cache (and converted models)")
-    cache.add_argument("action", choices=["ls", "clear"])
+    cache.add_argument("action", choices=["ls", "clear"], help="ls: list the entries; clear: delete them")
     cache.add_argument("--model", help="only entries whose model id contains this")
     cache.add_argument("--models", action="store_true", help="clear: also delete the converted models")
     cache.set_defaults(func=_cache)
@@ -812,14 +867,15 @@ def _sae_train_parser(sae: Sub) -> None:
     group.add_argument("--corpus", nargs="+", choices=["naturalstories", "ucl"],
                        help="naturalistic text added to the stimuli (from PSYLING_DATA or ../shared/data)")
     group.add_argument("--activations", help="train on an earlier harvest (an activations folder) instead")
-    group.add_argument("--architecture", default="topk", choices=["topk", "batchtopk", "relu"])
+    group.add_argument("--architecture", default="topk", choices=["topk", "batchtopk", "relu"],
+                       help="TopK, BatchTopK or ReLU (L1-penalised) SAE (default topk)")
     group.add_argument("--k", type=int, default=32, help="active latents per token (TopK, BatchTopK; default 32)")
     group.add_argument("--latents", type=int, help="dictionary size (default 8 x the site's width)")
     group.add_argument("--tokens", type=int, help="training tokens (default: one pass over the harvest)")
     group.add_argument("--train-batch", type=int, default=4096, help="tokens per training step (default 4096)")
     group.add_argument("--lr", type=float, help="learning rate (default 2e-4 / sqrt(latents / 2^14))")
     group.add_argument("--l1-coeff", type=float, help="L1 penalty of a ReLU SAE (default 5 / sqrt(d_in))")
-    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--seed", type=int, default=0, help="seed of the initialisation and batches (default 0)")
     group.add_argument("--max-harvest", type=int, help="stop harvesting after this many tokens")
     group.add_argument("--activation-dtype", default="float32", choices=list(ACTIVATION_DTYPES),
                        help="how harvested activations are stored (default float32)")
@@ -857,7 +913,7 @@ def _sae_features_parser(sae: Sub) -> None:
 
 def _sae_parser(sub: Sub) -> None:
     parser = sub.add_parser("sae", help="sparse autoencoders: train, eval, features")
-    sae = parser.add_subparsers(dest="sae_command", required=True)
+    sae = parser.add_subparsers(dest="sae_command", required=True, metavar="COMMAND", help="the SAE command")
     for add in (_sae_train_parser, _sae_eval_parser, _sae_features_parser):
         add(sae)
 
@@ -870,7 +926,8 @@ COMMANDS: tuple[Callable[[Sub], None], ...] = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="psyling", description="Artificial psycholinguistics test suite.")
     parser.add_argument("--version", action="version", version=f"psyling {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="psyling COMMAND -h for its options")
     for add in COMMANDS:
         add(sub)
     return parser
@@ -889,7 +946,8 @@ def _library_progress(shown: bool):
     os.environ["TQDM_DISABLE"] = "1"
     hf_logging.disable_progress_bar()
     try:
-        yield
+        with quiet():
+            yield
     finally:
         hf_logging.enable_progress_bar()
         if before is None:

@@ -16,8 +16,11 @@ from .interp.activations import METHODS, POOLS
 from .models.embedded import EMBEDDED
 from .models.hooks import CaptureSpec
 from .models.options import ModelSpec, ScoringOptions
+# the region statistic bare prediction terms take (re-exported): surprisal (sum, the default), surprisal_raw, mean
+# (per-token surprisal), slor (NEGATIVE SLOR, lower = more acceptable); definitions in psyling.stats.predictions
+from .stimuli.formula import MEASURES
+from .stimuli.reading import ReaderOptions
 
-MEASURES = ("surprisal", "surprisal_raw")  # the region statistic predictions are evaluated on
 ALIASES = {"activations": "capture"}  # keyword names of psyling.run -> ScoringOptions fields
 
 
@@ -25,8 +28,9 @@ ALIASES = {"activations": "capture"}  # keyword names of psyling.run -> ScoringO
 class RunConfig:
     """A run's settings: ``model`` (what to load), ``scoring`` (how to score; capture and logit lens included),
     ``stimuli`` (files or folders) and ``battery``, ``max_items`` (first N items of each set), ``detokenize``
-    (SyntaxGym 2020's free-standing " ." and " ,"), ``measure`` (the prediction statistic), ``pool`` and
-    ``pool_method`` (captured activations), ``cache`` (write the score cache) and ``resume`` (reuse it)."""
+    (SyntaxGym 2020's free-standing " ." and " ,"), ``measure`` (the prediction statistic, ``MEASURES``), ``pool`` and
+    ``pool_method`` (captured activations), ``cache`` (write the score cache), ``resume`` (reuse it) and
+    ``segmentation`` of the stimulus files ("auto": detected unless a file declares it; "whitespace", "none")."""
     model: ModelSpec = field(default_factory=ModelSpec)
     scoring: ScoringOptions = field(default_factory=ScoringOptions)
     stimuli: tuple[str, ...] = ()
@@ -38,6 +42,7 @@ class RunConfig:
     pool_method: str = "mean"
     cache: bool = True
     resume: bool = False
+    segmentation: str = "auto"
 
     def __post_init__(self) -> None:
         paths = [self.stimuli] if isinstance(self.stimuli, (str, Path)) else self.stimuli
@@ -51,6 +56,12 @@ class RunConfig:
             raise PsylingError(f"unknown pooling unit {self.pool!r} (choose from {', '.join(POOLS)})")
         if self.pool_method not in METHODS:
             raise PsylingError(f"unknown pooling method {self.pool_method!r} (choose from {', '.join(METHODS)})")
+        self.reader_options  # checks the segmentation against SEGMENTATION_CHOICES
+
+    @property
+    def reader_options(self) -> ReaderOptions:
+        """How the run reads its stimulus files."""
+        return ReaderOptions(self.detokenize, self.segmentation)
 
     @classmethod
     def build(cls, model: Union[str, ModelSpec] = ModelSpec().name, **settings: Any) -> "RunConfig":
@@ -72,7 +83,7 @@ class RunConfig:
     def for_rescoring(self) -> "RunConfig":
         """The settings to score other stimuli (e.g. a linking corpus) as this run scored its own: the same
         model and scoring, no stimuli of its own, no activation capture or logit lens."""
-        return replace(self, stimuli=(), battery=None, max_items=None, detokenize=False,
+        return replace(self, stimuli=(), battery=None, max_items=None, detokenize=False, segmentation="auto",
                        scoring=replace(self.scoring, capture=None, lens_layers=None))
 
     def to_dict(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from .interp.encoding import encode_layers
 from .interp.lens import lens_accuracy
 from .interp.probes import labels_from_conditions, probe_layers
 from .models import CaptureSpec, LanguageModel, ModelSpec
-from .report.interp_plots import layer_curve
+from .report.interp_plots import layer_curve, prediction_chance
 from .runs import activations_folder, read_run, run_sets, write_sub_output
 from .stimuli.corpora import UCL_MEASURES
 
@@ -32,7 +32,7 @@ def probe_run(run_dir: Union[str, Path], factor: str, sets: Sequence[str] = (), 
     RUN_DIR/interp/probe_FACTOR[_REGION].parquet and a PNG; rows of other sets are not used."""
     run_dir = Path(run_dir)
     manifest, _ = read_run(run_dir)
-    stims, _ = run_sets(manifest, stimuli)
+    stims, _ = run_sets(manifest, stimuli, run_dir)
     chosen = [s for s in stims if factor in s.factors and (not sets or s.name in sets)
               and (region is None or region in s.regions)]
     if not chosen:
@@ -67,13 +67,15 @@ def lens_plots(run_dir: Union[str, Path]) -> list[Path]:
     path = run_dir / "lens_predictions.parquet"
     if not path.is_file():
         raise PsylingError(f"{run_dir}: no logit-lens tables (run psyling run --lens or psyling lens)")
-    accuracy = lens_accuracy(pd.read_parquet(path))
+    predictions = pd.read_parquet(path)
+    formulas = predictions.groupby("set", sort=False)["prediction"].unique()
     paths = []
-    for name, table in accuracy.groupby("set", sort=False):
+    for name, table in lens_accuracy(predictions).groupby("set", sort=False):
         long = table.assign(site=[f"resid.{layer}" for layer in table["layer"]], metric="accuracy",
                             value=table["accuracy"])
+        chance = prediction_chance(list(formulas[name]))
         paths.append(write_sub_output(run_dir, f"interp/lens_{name}.png", lambda p: layer_curve(
-            long, ["accuracy"], p, f"logit lens: {name}", chance=0.5)))
+            long, ["accuracy"], p, f"logit lens: {name}", chance=chance)))
     return paths
 
 

@@ -333,21 +333,52 @@ def write_sub_output(run_dir: Union[str, Path], relpath: str, write: Callable[[P
             raise _fail(target, "cannot write", exc) from None
 
 
-def run_sets(manifest: dict[str, Any],
-             stimuli: Sequence[Union[str, Path]] = ()) -> tuple[list[StimulusSet], list[str]]:
-    """Reload the run's stimulus sets (from ``stimuli`` or the files its manifest lists), in run order, with the
-    run's ``max_items``; plus notes (changed or missing files and sets)."""
+def _absolute(path: Optional[str]) -> Optional[str]:
+    """An existing file's resolved absolute path; anything else (no source, a description) as it is."""
+    return str(Path(path).resolve()) if path and Path(path).exists() else path
+
+
+def located_stimuli(stimuli: dict[str, Any]) -> dict[str, Any]:
+    """A manifest's stimuli entry with absolute paths (files and their digests, paths, set sources) and the working
+    directory they were given in (``cwd``), so that the run can be analysed from any directory."""
+    return {**stimuli, "cwd": os.getcwd(), "files": {_absolute(p): d for p, d in stimuli.get("files", {}).items()},
+            **({"paths": [_absolute(p) for p in stimuli["paths"]]} if "paths" in stimuli else {}),
+            "sets": [{**s, "source": _absolute(s.get("source"))} if "source" in s else s
+                     for s in stimuli.get("sets", [])]}
+
+
+def recorded_path(path: str, stimuli: dict[str, Any], run_dir: Optional[Path] = None) -> Path:
+    """A stimulus path as the manifest records it, found on disk: an absolute one as it is; a relative one (older
+    runs) under the run's recorded ``cwd``, else the run directory's parent, else the current directory."""
+    recorded = Path(path)
+    bases: list[Path] = []
+    if not recorded.is_absolute():
+        bases = [Path(stimuli["cwd"])] if stimuli.get("cwd") else []
+        bases += [Path(run_dir).resolve().parent] if run_dir is not None else []
+        bases = list(dict.fromkeys([*bases, Path.cwd()]))
+    candidates = [base / recorded for base in bases] or [recorded]
+    found = next((candidate for candidate in candidates if candidate.exists()), None)
+    if found is None:
+        where = f" under {', '.join(map(str, bases))}" if bases else ""
+        raise PsylingError(f"stimulus file {path} (recorded in the run manifest) not found{where}; give the stimuli "
+                           "with --stimuli")
+    return found
+
+
+def run_sets(manifest: dict[str, Any], stimuli: Sequence[Union[str, Path]] = (),
+             run_dir: Optional[Path] = None) -> tuple[list[StimulusSet], list[str]]:
+    """Reload the run's stimulus sets (from ``stimuli`` or the files its manifest lists, ``recorded_path``), in run
+    order, with the run's ``max_items``; plus notes (changed or missing files and sets)."""
     recorded = manifest.get("stimuli", {})
     # the files the sets were loaded from (a manifest's items CSV is read through its YAML)
     sources = list(dict.fromkeys(s["source"] for s in recorded.get("sets", []) if s.get("source")))
-    paths = [Path(p) for p in stimuli] or [Path(p) for p in sources]
+    paths = [Path(p) for p in stimuli] or [recorded_path(p, recorded, run_dir) for p in sources]
     absent = [p for p in paths if not p.exists()]
     if absent:
-        raise PsylingError(f"stimulus file {absent[0]} (recorded in the run manifest) not found; "
-                           "give the stimuli with --stimuli")
-    notes = [] if stimuli else [
-        f"{p}: changed since the run (sha256 differs); analysing the current file"
-        for p, digest in recorded.get("files", {}).items() if Path(p).is_file() and sha256_file(Path(p)) != digest]
+        raise PsylingError(f"stimulus file {absent[0]} not found")
+    notes = [] if stimuli else [f"{p}: changed since the run (sha256 differs); analysing the current file"
+                                for p, digest in _recorded_files(recorded, run_dir).items()
+                                if p.is_file() and sha256_file(p) != digest]
     loaded = load_stimuli(paths)
     by_name = {s.name: s for s in loaded.sets}
     names = [s["name"] for s in recorded.get("sets", [])]
@@ -357,3 +388,14 @@ def run_sets(manifest: dict[str, Any],
     notes += [f"set {n}: scored in the run but not found in the stimulus files; skipped" for n in names
               if n not in by_name]
     return sets, notes + loaded.errors
+
+
+def _recorded_files(recorded: dict[str, Any], run_dir: Optional[Path]) -> dict[Path, str]:
+    """The files the run read, found on disk (``recorded_path``), with their recorded sha256; missing ones left out."""
+    found = {}
+    for path, digest in recorded.get("files", {}).items():
+        try:
+            found[recorded_path(path, recorded, run_dir)] = digest
+        except PsylingError:
+            continue
+    return found

@@ -55,7 +55,7 @@ def stimulus_sets(run: RunConfig, corpora: Sequence[str] = ()) -> list[StimulusS
     """The run's sets (stimuli, battery; cut to ``max_items``) and the named corpora's texts as sets."""
     sets: list[StimulusSet] = []
     if run.stimuli or run.battery:
-        sets = gather_stimuli(list(run.stimuli), run.battery, run.detokenize).sets
+        sets = gather_stimuli(list(run.stimuli), run.battery, run.reader_options).sets
         if run.max_items is not None:
             sets = [replace(s, items=s.items[:run.max_items]) for s in sets]
     sets += [CORPORA[name](data_root()).stimuli for name in corpora]

@@ -41,3 +41,12 @@ def sp_gpt2():
 @pytest.fixture(scope="session")
 def space_llama():
     return tiny_llama(space_token_tokenizer())
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, bpe_llama):
+    """``bpe_llama`` saved as a model folder, for the command line's ``--model``."""
+    folder = tmp_path_factory.mktemp("model")
+    bpe_llama.model.save_pretrained(folder)
+    bpe_llama.tokenizer.save_pretrained(folder)
+    return folder

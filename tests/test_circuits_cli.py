@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from psyling.cli import main
 
@@ -31,14 +30,6 @@ def write_agreement_set(folder, nouns=NOUNS):
         "factors:\n  number: [sg, sg, pl, pl]\n  agreement: [match, mismatch, match, mismatch]\n"
         "predictions:\n  - \"[(verb;%sg_mismatch%) > (verb;%sg_match%)] & [(verb;%pl_mismatch%) > (verb;%pl_match%)]\"\n")
     return folder / "agr.yaml"
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, bpe_llama):
-    folder = tmp_path_factory.mktemp("model")
-    bpe_llama.model.save_pretrained(folder)
-    bpe_llama.tokenizer.save_pretrained(folder)
-    return folder
 
 
 def test_patch_cli_contract(tmp_path, tiny_model_dir):

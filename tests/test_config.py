@@ -52,7 +52,7 @@ def test_keyword_settings_go_to_their_part():
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"measure": "entropy"}, "unknown prediction measure 'entropy' (choose from surprisal, surprisal_raw)"),
+    ({"measure": "entropy"}, "unknown prediction measure 'entropy' (choose from surprisal, surprisal_raw, mean, slor)"),
     ({"max_items": 0}, "max_items must be a whole number of at least 1 (got 0)"),
     ({"pool": "sentence"}, "unknown pooling unit 'sentence'"),
     ({"pool_method": "max"}, "unknown pooling method 'max'"),

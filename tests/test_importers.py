@@ -94,7 +94,7 @@ def test_generic_pairs_csv(tmp_path):
     ("ml2.tsv", "test_case\tcondition\tidx\tgrammatical\tungrammatical\tungrammatical_2\ncase\tc\t0\ta b\t\t\n",
      ["item=c-0", "condition=ungrammatical", "missing or empty"]),
     ("pairs.csv", "good,bad\nThe cat sleeps.,\n", ["pairs.csv", "item=1", "condition=bad", "field=bad"]),
-    ("climp.csv", ",0,1,2,3\n0,a,b,猫睡觉,1\n1,a,b,猫睡,1\n", ["climp.csv", "item=0", "field=label"]),
+    ("climp.csv", ",0,1,2,3\n0,a,b,猫睡觉,1\n1,a,b,猫睡,1\n", ["climp.csv", "item=1", "field=label"]),
     ("role.tsv", "item\tcontext\texpected\texp_cloze\ttarget\ttgt_cloze\ttgt_cloze(strict)\nx\tThe\ta\t0\tb\t0\t0\n",
      ["role.tsv", "item=x", "12-a / 12-b"]),
 ])

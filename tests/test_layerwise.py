@@ -15,14 +15,6 @@ REPO = Path(__file__).resolve().parents[1]
 AGREEMENT = [REPO / "stimuli" / "sets" / f"{name}.yaml" for name in ("agreement_simple", "reflexive_number")]
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, bpe_llama):
-    folder = tmp_path_factory.mktemp("tiny-model")
-    bpe_llama.model.save_pretrained(folder)
-    bpe_llama.tokenizer.save_pretrained(folder)
-    return folder
-
-
 def test_probe_a_condition_factor_per_layer(tmp_path, bpe_llama, capsys):
     psyling.run(bpe_llama, AGREEMENT, out=tmp_path, progress=False, max_items=8, activations=CaptureSpec())
     table = probe_run(tmp_path, "number", folds=4, n_permutations=20, plots=True)
@@ -42,8 +34,8 @@ def test_probe_a_condition_factor_per_layer(tmp_path, bpe_llama, capsys):
         probe_run(plain, "number")
 
 
-def test_lens_command_writes_tables_and_plots(tmp_path, model_dir, capsys):
-    code = main(["lens", "--model", str(model_dir), "--stimuli", str(AGREEMENT[0]), "--out", str(tmp_path),
+def test_lens_command_writes_tables_and_plots(tmp_path, tiny_model_dir, capsys):
+    code = main(["lens", "--model", str(tiny_model_dir), "--stimuli", str(AGREEMENT[0]), "--out", str(tmp_path),
                  "--max-items", "4", "--quiet"])
     assert code == 0
     out = capsys.readouterr().out
@@ -53,8 +45,8 @@ def test_lens_command_writes_tables_and_plots(tmp_path, model_dir, capsys):
     assert (tmp_path / "interp" / "lens_agreement_simple.png").is_file()
 
 
-def test_encode_the_ucl_n400_per_layer(tmp_path, model_dir, data):
-    table = encode_corpus(str(model_dir), target="ERP-N400", out=tmp_path, data_root=data, folds=5,
+def test_encode_the_ucl_n400_per_layer(tmp_path, tiny_model_dir, data):
+    table = encode_corpus(str(tiny_model_dir), target="ERP-N400", out=tmp_path, data_root=data, folds=5,
                           n_permutations=10, progress=False)
     assert list(table["site"]) == ["resid.0", "resid.1", "resid.2"] and set(table["target"]) == {"ERP-N400"}
     assert (table["n"] > 1000).all() and (table["n_groups"] == 205).all()
@@ -63,7 +55,7 @@ def test_encode_the_ucl_n400_per_layer(tmp_path, model_dir, data):
     assert pd.read_parquet(tmp_path / "interp" / "encode_ERP-N400.parquet")["delta_r2"].tolist() == pytest.approx(
         table["delta_r2"].tolist())
     with pytest.raises(PsylingError, match="unknown encoding target 'N400' \\(choose from SPR, eye-tracking, ERP-N400"):
-        encode_corpus(str(model_dir), target="N400", out=tmp_path / "x", data_root=data)
+        encode_corpus(str(tiny_model_dir), target="N400", out=tmp_path / "x", data_root=data)
 
 
 def test_probe_one_region_of_region_pooled_activations(tmp_path, bpe_llama):

@@ -132,7 +132,7 @@ CASES = {
                                                                        "sentence_bad": "A cat sleep.",
                                                                        "pairID": "0"}) + "\n") * 2),
                              ["b.jsonl", "item=0", "duplicate item id"]),
-    "unknown file type": (lambda t: write(t, "notes.txt", "hello"), ["notes.txt", "unknown stimulus file type"]),
+    "unknown file type": (lambda t: write(t, "notes.docx", "hello"), ["notes.docx", "unknown stimulus file type"]),
     "duplicate manifest key": (lambda t: manifest(t, GOOD_YAML + "predictions: []\n"),
                                ["s.yaml", "field=manifest", "duplicate key 'predictions'"]),
     "set name with a path": (lambda t: manifest(t, replace_yaml("name: {name}", 'name: "a/../../evil"')),
@@ -144,7 +144,13 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_malformed_file_gives_one_line_error_and_exit_2(case, tmp_path, capsys):
-    build, fragments = CASES[case]
+    assert_one_line_error(CASES[case], tmp_path, capsys)
+
+
+def assert_one_line_error(case, tmp_path, capsys):
+    """``psyling validate`` on the file a (build, fragments) case writes: exit 2, one error line holding every
+    fragment, no traceback."""
+    build, fragments = case
     path = build(tmp_path)
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err.strip()

@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 
-from test_circuits_cli import tiny_model_dir, write_agreement_set  # noqa: F401 (fixture)
+from test_circuits_cli import write_agreement_set
 
 
 def test_quiet_silences_library_progress_bars(tmp_path, tiny_model_dir):

@@ -108,3 +108,46 @@ def test_published_stimuli_align_with_the_tokenizer(real, data):
                 assert bool(scorer.markers.bow[starts].all()), (stim.name, item.id, cond.name)
                 n += 1
     assert n == sum(len(s.items) * len(s.conditions) for s in loaded.sets)
+
+
+# a classifier (measure word) manipulation written without spaces; the numeral and the classifier are separate
+# regions, so a tokenizer that merges them into one token (Gemma: '一家') crosses the region boundary
+CLASSIFIER_ITEMS = [("他在一", "家", "本", "商店工作。"), ("她买了一", "本", "家", "书。"),
+                    ("我看见了三", "个", "本", "学生。"), ("这是一", "家", "本", "很好的餐厅。")]
+
+
+def _classifier_set():
+    from psyling.stimuli import Item, StimulusSet
+    from psyling.stimuli.schema import parse_predictions
+
+    items = [Item(str(k), {c: Condition(c, (pre, clf, post), separator="") for c, clf in (("good", good), ("bad", bad))})
+             for k, (pre, good, bad, post) in enumerate(CLASSIFIER_ITEMS, start=1)]
+    return StimulusSet(name="classifier_zh", regions=("pre", "classifier", "noun"), conditions=("good", "bad"),
+                       items=items, predictions=parse_predictions(["(classifier;%good%) < (classifier;%bad%)"], "t"),
+                       source="test", language="zh", segmentation="none").validate()
+
+
+def test_unspaced_multi_region_set_scores_with_nothing_skipped(real):
+    """Regions of a script without spaces: no set or item is skipped on either tokenizer, each token is counted
+    once (regions add up to the sentence), and tokens crossing a region boundary are counted in the manifest."""
+    alias, lm, _ = real
+    result = psyling.run(lm, [_classifier_set()], batch_size=8, progress=False)
+    assert result.errors == [] and len(result.predictions) == len(CLASSIFIER_ITEMS)
+    regions, tokens = result.regions, result.tokens
+    per_sentence = regions.groupby(["item", "condition"])["surprisal"].sum()
+    np.testing.assert_allclose(per_sentence, tokens.groupby(["item", "condition"])["surprisal"].sum(), atol=1e-9)
+    entry = result.manifest["stimuli"]["sets"][0]
+    assert entry["segmentation"] == "none" and entry["words"].startswith("no words")
+    assert entry["tokens_crossing_regions"] == int(tokens["crosses_region"].sum())
+    crossing = tokens[tokens["crosses_region"]]
+    if alias == "gemma3-270m":  # Gemma merges numeral + classifier ('一家') and classifier + noun ('本书')
+        where = dict(zip(crossing["token"], crossing["region"]))
+        assert where["一家"] == "classifier" and where["本书"] == "noun" and len(crossing) >= 4
+        absorbed = regions[regions["n_tokens"] == 0]  # '本' of item 2 lies wholly inside '本书'
+        assert absorbed["surprisal"].isna().all() and ("2", "good", "classifier") in set(
+            zip(absorbed["item"], absorbed["condition"], absorbed["region"]))
+        summary = result.summary.iloc[0]  # that item's prediction has no value: left out, not failed
+        assert summary["n_unevaluable"] >= 1 and summary["n_items"] + summary["n_unevaluable"] == 4
+    else:  # SmolLM2 splits Chinese into single characters or bytes: nothing crosses
+        assert crossing.empty and regions["surprisal"].notna().all()
+        assert result.summary.iloc[0]["n_items"] == 4 and result.summary.iloc[0]["n_unevaluable"] == 0

@@ -19,7 +19,7 @@ from test_malformed import manifest, write
 
 CONTRACT = {
     "tokens": ["set", "item", "condition", "token_index", "token_id", "token", "char_start", "char_end",
-               "word_index", "region", "logprob", "surprisal"],
+               "word_index", "region", "crosses_region", "logprob", "surprisal"],
     "words": ["set", "item", "condition", "word_index", "word", "region", "surprisal", "surprisal_raw", "n_tokens"],
     "regions": ["set", "item", "condition", "region_number", "region", "text", "surprisal", "surprisal_raw",
                 "n_tokens"],
@@ -42,7 +42,8 @@ def test_run_directory_contract(core_run):
         assert len(table) == len(getattr(result, name))
     predictions = pd.read_parquet(out / "predictions.parquet")
     assert {"set", "item", "prediction", "passed"} <= set(predictions.columns)
-    assert list(pd.read_csv(out / "summary.csv").columns) == ["set", "n_items", "accuracy", "ci_low", "ci_high"]
+    assert list(pd.read_csv(out / "summary.csv").columns) == ["set", "n_items", "accuracy", "ci_low", "ci_high",
+                                                          "n_unevaluable"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["units"] == {"surprisal": "bits", "logprob": "nats"}
     assert manifest["tokenizer"]["context_token"]["token"] == "<bos>"
@@ -106,10 +107,8 @@ def test_one_bad_file_loses_nothing_else(bpe_llama, tmp_path):
     assert manifest_json["stimuli"]["errors"] == result.errors
 
 
-def test_cli_run_on_a_model_folder(bpe_llama, tmp_path, capsys):
-    folder = tmp_path / "tiny"
-    bpe_llama.model.save_pretrained(folder)
-    bpe_llama.tokenizer.save_pretrained(folder)
+def test_cli_run_on_a_model_folder(tiny_model_dir, tmp_path, capsys):
+    folder = tiny_model_dir
     stim = manifest(tmp_path, name="pairs")
     code = main(["run", "--model", str(folder), "--stimuli", str(stim), "--out", str(tmp_path / "out"),
                  "--batch-size", "3", "--quiet"])

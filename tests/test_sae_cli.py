@@ -13,7 +13,7 @@ from psyling.models.options import ScoringOptions
 from psyling.models.scorer import set_requests
 from psyling.models.scoring import CausalScorer
 from psyling.stimuli.io import load_set
-from test_circuits_cli import tiny_model_dir, write_agreement_set  # noqa: F401 (fixture)
+from test_circuits_cli import write_agreement_set
 
 
 @pytest.fixture(scope="module")

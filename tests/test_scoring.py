@@ -130,10 +130,21 @@ def test_input_longer_than_context_is_a_clear_error(sp_gpt2):
         scorer.score([ScoreRequest(("set", "7", "a"), " ".join(["cabinet"] * 80))])
 
 
-def test_region_boundary_inside_a_token_is_a_clear_error():
-    # offsets of a tokenizer that merged "a b" into one token across the region boundary
-    with pytest.raises(AlignmentError, match=r"token 'b c' spans words 'b' and 'c' \(regions r1\|r2\)"):
+def test_token_across_two_whitespace_words_is_a_clear_error():
+    # offsets of a tokenizer that merged "b c" into one token across a space (the word correction is undefined)
+    with pytest.raises(AlignmentError, match=r"token 'b c' spans words 'b' and 'c'; word boundaries"):
         align(Condition("x", ("a b", "c")), [(0, 1), (2, 5)], ("r1", "r2"), "set=s item=1 condition=x")
+
+
+def test_token_across_a_region_boundary_counts_where_it_ends():
+    """Unspaced text: '一家' crosses pre|critical and counts in critical, '店好' crosses critical|post and counts
+    in post; with spaces, 'abcd' over 'the abc' + attached 'd' counts in the attached region."""
+    cond = Condition("x", ("一", "家店", "好"), separator="")
+    al = align(cond, [(0, 2), (2, 4)], ("pre", "critical", "post"), "w", "none")
+    assert al.token_region == [1, 2] and al.token_word == [1, 2] and al.crossing == (0, 1)
+    spaced = Condition("y", ("the abc", "d"), attached=frozenset({1}))
+    al = align(spaced, [(0, 3), (3, 8)], ("noun", "punct"), "w")
+    assert al.token_region == [0, 1] and al.crossing == (1,) and al.token_word == [0, 1]
 
 
 def test_words_spanning_attached_regions_split_at_their_tokens(bpe_llama):

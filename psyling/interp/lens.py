@@ -50,6 +50,9 @@ def emergence(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 def lens_accuracy(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Share of items whose predictions all hold, per set and lens layer."""
+    """Share of items whose predictions all hold, per set and lens layer (over the evaluable items)."""
+    if "evaluable" in predictions.columns:
+        keys = predictions.groupby(["set", "layer", "item"])["evaluable"]
+        predictions = predictions[keys.transform("all").astype(bool)]
     per_item = predictions.groupby(["set", "layer", "item"])["passed"].all().reset_index()
     return per_item.groupby(["set", "layer"], as_index=False)["passed"].mean().rename(columns={"passed": "accuracy"})

@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ..errors import PsylingError
 from ..models.hooks import parse_site
+from ..progress import steps
 from ..stats.compare import benjamini_hochberg
 from .activations import sorted_sites
 
@@ -201,7 +202,7 @@ def probe_layers(features: dict[str, np.ndarray], meta: pd.DataFrame, label: str
     majority_correct = (_majority_oof(y, splits) == y).astype(float)
     common = {"n": len(rows), "n_excluded": int((~keep).sum())}
     records, pvalues = [], []
-    for site in sites:
+    for site in steps(sites, f"probing {label}", unit="site"):
         x = site_matrix(features, site, rows)
         predicted, unconverged = _logistic_oof(x, y, splits, max_iter)
         correct = {"accuracy": (predicted == y).astype(float), "majority": majority_correct}

@@ -1,13 +1,15 @@
 """Bring your own surprisal: map a token- or word-level surprisal table computed elsewhere onto a set's
 words and regions, so that its predictions can be evaluated here.
 
-Accepted tables (CSV, TSV or parquet): psyling's own columns (item, condition, surprisal, and token or word;
-optional set), or the lm-zoo / SyntaxGym form (sentence_id, token_id, token, surprisal), whose sentences are
-the set's items x conditions in file order."""
+Accepted tables (CSV, TSV or parquet): psyling's own columns (item, condition, surprisal, and token or word),
+or the lm-zoo / SyntaxGym form (sentence_id, token_id, token, surprisal), whose sentences are the set's items x
+conditions in file order. Either may hold several sets (suites) in one file, with a ``set`` or ``suite`` column
+naming each row's set: each set gets the rows of its name (lm-zoo sentences in file order within it)."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Iterable, Optional
 
 import pandas as pd
 
@@ -19,6 +21,7 @@ from .surprisal import REGION_COLUMNS
 MARKERS = ("Ġ", "▁", "##")
 SKIPPED = ("<eos>", "</s>", "<s>", "<|endoftext|>", "<bos>", "<pad>")
 UNKNOWN = ("<unk>", "<UNK>", "[UNK]")
+SUITE_COLUMNS = ("set", "suite")  # what names each row's set in a multi-suite table
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -75,39 +78,74 @@ def _units(table: pd.DataFrame, units: str) -> pd.Series:
     values = pd.to_numeric(table["surprisal"], errors="coerce")
     bad = values.isna() & table["surprisal"].astype(str).str.len().gt(0)
     if bad.any():
-        raise PsylingError(f"surprisal is not a number in row {int(bad.idxmax()) + 1}: "
-                           f"{table['surprisal'].iloc[int(bad.idxmax())]!r}")
+        row = bad.idxmax()  # the row's label: its place in the file, also in one suite's rows
+        raise PsylingError(f"surprisal is not a number in row {int(row) + 1}: {table['surprisal'].loc[row]!r}")
     return values / math.log(2) if units == "nats" else values
 
 
-def imported_regions(stim: StimulusSet, table: pd.DataFrame, units: str = "bits") -> pd.DataFrame:
-    """Region surprisal (sums of the table's values over each region) in psyling's regions-table shape.
-    ``surprisal_raw`` equals ``surprisal``: no word correction can be applied to outside numbers."""
-    table = table.copy()
-    table["surprisal"] = _units(table, units).fillna(0.0)
-    by_id = {item.id: item for item in stim.items}
+def unit_column(table: pd.DataFrame) -> str:
+    """The column of the table's units ("token" or "word"): what a region's ``n_tokens`` counts."""
+    return "token" if "token" in table.columns else "word"
+
+
+def suite_column(table: pd.DataFrame) -> Optional[str]:
+    """The column naming each row's set in a multi-suite table ("set" or "suite"), or None for one set's table."""
+    return next((c for c in SUITE_COLUMNS if c in table.columns), None)
+
+
+def unmatched_suites(table: pd.DataFrame, set_names: Iterable[str]) -> list[str]:
+    """The suites of a multi-suite table that no given set is named after: not evaluated, to be listed."""
+    column = suite_column(table)
+    if column is None:
+        return []
+    return sorted(set(table[column].astype(str)) - set(set_names))
+
+
+def suite_rows(stim: StimulusSet, table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a multi-suite table that belong to the set (every row of a one-set table, in file order);
+    a set with no rows is a one-line error naming the suites the table has."""
+    column = suite_column(table)
+    if column is None:
+        return table
+    names = table[column].astype(str)
+    rows = table[names == stim.name]
+    if rows.empty:
+        found = list(dict.fromkeys(names))
+        listed = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
+        raise PsylingError(f"set={stim.name}: no rows in the surprisal table (its {column!r} column names "
+                           f"{listed or 'no suites'})")
+    return rows
+
+
+def _sentence_groups(stim: StimulusSet, table: pd.DataFrame) -> tuple[dict[tuple[str, str], pd.DataFrame], str]:
+    """The table's rows of each (item, condition) of the set, and the column of their units (token or word).
+    lm-zoo tables (sentence_id) hold the set's items x conditions in file order."""
     sentences = [(item.id, c) for item in stim.items for c in item.conditions]
     if {"sentence_id", "token", "surprisal"} <= set(table.columns):
         ids = sorted(table["sentence_id"].unique())
         if len(ids) != len(sentences):
             raise PsylingError(f"the table has {len(ids)} sentences, set {stim.name!r} has {len(sentences)}")
-        groups = {sentences[k]: g for k, (_, g) in enumerate(table.groupby("sentence_id", sort=True))}
-        unit_col = "token"
-    else:
-        missing = {"item", "condition", "surprisal"} - set(table.columns)
-        unit_col = "token" if "token" in table.columns else "word"
-        if missing or unit_col not in table.columns:
-            raise PsylingError("the table needs columns item, condition, surprisal and token or word "
-                               "(or sentence_id, token_id, token, surprisal)")
-        if "set" in table.columns:
-            table = table[table["set"].astype(str) == stim.name]
-        keyed = {key: g for key, g in table.groupby([table["item"].astype(str), table["condition"].astype(str)])}
-        groups = {}
-        for key in sentences:
-            if key not in keyed:
-                raise PsylingError(f"set={stim.name} item={key[0]} condition={key[1]}: no rows in the surprisal "
-                                   f"table")
-            groups[key] = keyed[key]
+        return {sentences[k]: g for k, (_, g) in enumerate(table.groupby("sentence_id", sort=True))}, "token"
+    missing = {"item", "condition", "surprisal"} - set(table.columns)
+    unit_col = unit_column(table)
+    if missing or unit_col not in table.columns:
+        raise PsylingError("the table needs columns item, condition, surprisal and token or word "
+                           "(or sentence_id, token_id, token, surprisal), and set or suite for several sets")
+    keyed = {key: g for key, g in table.groupby([table["item"].astype(str), table["condition"].astype(str)])}
+    for key in sentences:
+        if key not in keyed:
+            raise PsylingError(f"set={stim.name} item={key[0]} condition={key[1]}: no rows in the surprisal table")
+    return {key: keyed[key] for key in sentences}, unit_col
+
+
+def imported_regions(stim: StimulusSet, table: pd.DataFrame, units: str = "bits") -> pd.DataFrame:
+    """Region surprisal (sums of the table's values over each region) in psyling's regions-table shape; a
+    multi-suite table (a set or suite column) gives each set the rows of its own name. ``surprisal_raw``
+    equals ``surprisal``: no word correction can be applied to outside numbers."""
+    table = suite_rows(stim, table).copy()
+    table["surprisal"] = _units(table, units).fillna(0.0)
+    by_id = {item.id: item for item in stim.items}
+    groups, unit_col = _sentence_groups(stim, table)
     rows = []
     for (item_id, cname), group in groups.items():
         item = by_id[item_id]

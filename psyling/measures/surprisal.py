@@ -3,7 +3,9 @@
 Word surprisal follows Pimentel & Meister (2024): for a word whose first token is word-initial (in the BOW
 set), add log P(BOW or EOS) before it; for the first word of a text (no leading space), add log P(not BOW)
 before it; always subtract log P(BOW or EOS) after its last token. ``surprisal_raw`` is the plain sum of token
-surprisals. Regions sum their words."""
+surprisals. Regions sum their words. A token crossing a region boundary counts in one region (alignment's
+``BOUNDARY_POLICY``; ``crosses_region`` in the tokens table); a region or word left without a token of its own
+has NaN surprisal, an empty region 0."""
 from __future__ import annotations
 
 import math
@@ -20,7 +22,7 @@ from .alignment import align
 
 LN2 = math.log(2.0)
 TOKEN_COLUMNS = ["set", "item", "condition", "token_index", "token_id", "token", "char_start", "char_end",
-                 "word_index", "region", "logprob", "surprisal"]
+                 "word_index", "region", "crosses_region", "logprob", "surprisal"]
 WORD_COLUMNS = ["set", "item", "condition", "word_index", "word", "region", "surprisal", "surprisal_raw",
                 "n_tokens"]
 REGION_COLUMNS = ["set", "item", "condition", "region_number", "region", "text", "surprisal", "surprisal_raw",
@@ -60,6 +62,11 @@ def word_surprisals(scores: TokenScores, token_word: list[int], n_words: int, ma
             np.bincount(token_word, weights=raw, minlength=n_words))
 
 
+def _absorbed_as_nan(values: np.ndarray, n_tokens: np.ndarray) -> list[float]:
+    """Per-unit values; NaN for a unit without a token of its own (held by a token crossing a region boundary)."""
+    return np.where(n_tokens > 0, values, np.nan).tolist()
+
+
 def surprisal_tables(stim: StimulusSet, scores: dict[tuple, TokenScores], markers: WordMarkers,
                      tokenizer, correct: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Tidy tokens, words and regions tables for one set; ``scores`` is keyed by (set, item, condition).
@@ -87,6 +94,7 @@ def surprisal_tables(stim: StimulusSet, scores: dict[tuple, TokenScores], marker
             tok["char_end"].extend(e for _, e in sc.offsets)
             tok["word_index"].extend(al.token_word)
             tok["region"].extend(stim.regions[r] for r in al.token_region)
+            tok["crosses_region"].extend(t in al.crossing for t in range(n))
             tok["logprob"].extend(sc.logprob.tolist())
             tok["surprisal"].extend((-sc.logprob / LN2).tolist())
             n_tokens = np.bincount(al.token_word, minlength=n_words)
@@ -95,8 +103,8 @@ def surprisal_tables(stim: StimulusSet, scores: dict[tuple, TokenScores], marker
             wrd["word_index"].extend(range(len(al.words)))
             wrd["word"].extend(al.words)
             wrd["region"].extend(stim.regions[r] for r in al.word_region)
-            wrd["surprisal"].extend(corrected.tolist())
-            wrd["surprisal_raw"].extend(raw.tolist())
+            wrd["surprisal"].extend(_absorbed_as_nan(corrected, n_tokens))
+            wrd["surprisal_raw"].extend(_absorbed_as_nan(raw, n_tokens))
             wrd["n_tokens"].extend(n_tokens.tolist())
             n_regions = len(stim.regions)
             region_corrected = np.bincount(al.token_region, weights=tok_corrected, minlength=n_regions)
@@ -108,8 +116,9 @@ def surprisal_tables(stim: StimulusSet, scores: dict[tuple, TokenScores], marker
                 reg["region_number"].append(r + 1)
                 reg["region"].append(name)
                 reg["text"].append(text)
-                reg["surprisal"].append(float(region_corrected[r]))
-                reg["surprisal_raw"].append(float(region_raw[r]))
+                absorbed = bool(text) and not region_tokens[r]  # its characters went to a crossing token
+                reg["surprisal"].append(math.nan if absorbed else float(region_corrected[r]))
+                reg["surprisal_raw"].append(math.nan if absorbed else float(region_raw[r]))
                 reg["n_tokens"].append(int(region_tokens[r]))
     return (pd.DataFrame(tok, columns=TOKEN_COLUMNS), pd.DataFrame(wrd, columns=WORD_COLUMNS),
             pd.DataFrame(reg, columns=REGION_COLUMNS))

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import re
 import shutil
+import socket
+import struct
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +23,10 @@ from .embedded import DEFAULT_MODEL, EMBEDDED
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")  # NAME or NAMESPACE/NAME
+HUB_PROBE_SECONDS = 3.0
+GGUF_MAGIC = b"GGUF"
+GGUF_DAMAGE = (struct.error, EOFError, IndexError, KeyError, OverflowError)  # what a truncated GGUF raises
 
 
 @dataclass
@@ -48,21 +58,48 @@ def _weightssha256_file(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _convert_gguf(gguf: Path, sha: str) -> Path:
-    """Convert a GGUF file once into a safetensors folder in the cache; return that folder."""
+def _check_gguf(gguf: Path) -> None:
+    """A one-line error unless the file is a complete GGUF file (its magic bytes, metadata and tensor table
+    parse, and the tensor data is all there); reads the header only, through a memory map."""
+    import gguf as gguf_format
+
+    with gguf.open("rb") as handle:
+        if handle.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
+            raise ModelError(f"{gguf} is not a valid GGUF file (it does not start with the GGUF magic bytes)")
+    try:
+        gguf_format.GGUFReader(gguf)
+    except (ValueError, *GGUF_DAMAGE) as exc:
+        raise ModelError(f"{gguf} is not a valid GGUF file (truncated or corrupt: {_first_line(exc)})") from None
+
+
+def _read_gguf(gguf: Path) -> tuple[Any, Any]:
+    """Tokenizer and float32 model read from a (checked) GGUF file."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target = cache_dir() / "models" / f"{gguf.stem}-{sha[:12]}"
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
-        return target
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    logging.getLogger("psyling").warning("converting %s to safetensors in %s (once)", gguf.name, target)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except ImportError as exc:
         raise ModelError(f"reading {gguf} needs the 'gguf' package: {exc}") from None
+    except (ValueError, *GGUF_DAMAGE) as exc:
+        raise ModelError(f"{gguf} is a GGUF file transformers cannot read: {_first_line(exc)}") from None
+    return tokenizer, model
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _convert_gguf(gguf: Path, sha: str) -> Path:
+    """Convert a GGUF file once into a safetensors folder in the cache; return that folder."""
+    target = cache_dir() / "models" / f"{gguf.stem}-{sha[:12]}"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    _check_gguf(gguf)
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    logging.getLogger("psyling").warning("converting %s to safetensors in %s (once)", gguf.name, target)
+    tokenizer, model = _read_gguf(gguf)
     model.hf_quantizer = None  # transformers refuses to save a GGUF-loaded model otherwise
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -72,6 +109,12 @@ def _convert_gguf(gguf: Path, sha: str) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target
+
+
+def _looks_like_path(spec: str) -> bool:
+    """Whether a model name is meant as a local path rather than a hub id: it starts with '.', '/' or '~', or
+    it is not of the hub's form NAME or NAMESPACE/NAME (e.g. it has two slashes)."""
+    return spec.startswith((".", "/", "~", os.sep)) or HUB_ID.fullmatch(spec) is None
 
 
 def resolve_model(spec: str) -> tuple[Path | str, dict[str, Any]]:
@@ -95,7 +138,44 @@ def resolve_model(spec: str) -> tuple[Path | str, dict[str, Any]]:
         return path, {"id": str(path.resolve()), "source": "folder", "sha256": _weightssha256_file(path)}
     if path.exists():
         raise ModelError(f"{path} is neither a model folder nor a .gguf file")
+    if _looks_like_path(spec):
+        raise ModelError(f"no such model folder or file: {spec}")
     return spec, {"id": spec, "source": "hub"}
+
+
+def _hub_unreachable() -> str | None:
+    """Why the model hub cannot be reached (HF_HUB_OFFLINE set, or no connection to its host or the HTTPS
+    proxy within HUB_PROBE_SECONDS), or None when it can: one quick probe instead of the hub client's retries."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    address = urllib.parse.urlsplit(urllib.request.getproxies().get("https") or constants.ENDPOINT)
+    port = address.port or (443 if address.scheme == "https" else 80)
+    try:
+        socket.create_connection((address.hostname, port), timeout=HUB_PROBE_SECONDS).close()
+    except (OSError, UnicodeError) as exc:
+        return f"no connection to {address.hostname}: {_first_line(exc)}"
+    return None
+
+
+def _cached_snapshot(repo_id: str, revision: str | None) -> str | None:
+    """The commit of the model's snapshot in the local Hugging Face cache, or None when it is not there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    config = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    return Path(config).parent.name if isinstance(config, str) else None
+
+
+def _load_error(spec: str, info: dict[str, Any], offline: str | None, revision: str | None,
+                exc: BaseException) -> ModelError:
+    """The one-line error for a model that did not load (a hub model: whether it is cached, why offline)."""
+    if info["source"] == "hub" and offline and _cached_snapshot(spec, revision) is None:
+        return ModelError(f"model {spec!r} is not in the local Hugging Face cache and the hub cannot be reached "
+                          f"({offline}); download it where the hub is reachable, or give a local folder or .gguf "
+                          f"file")
+    hint = " (is it downloaded? this machine may have no access to the model hub)" if info["source"] == "hub" else ""
+    return ModelError(f"cannot load model {spec!r}: {_first_line(exc)}{hint}")
 
 
 def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str = "cpu",
@@ -110,6 +190,10 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str
     location, info = resolve_model(spec)
     hf_logging.set_verbosity_error()
     kwargs = {"trust_remote_code": trust_remote_code, **({"revision": revision} if revision else {})}
+    offline = _hub_unreachable() if info["source"] == "hub" else None
+    if offline:  # the local Hugging Face cache only
+        kwargs["local_files_only"] = True
+        info["hub_unreachable"] = offline
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
         architectures = getattr(AutoConfig.from_pretrained(location, **kwargs), "architectures", None) or []
@@ -117,9 +201,7 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str
         auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
         model = auto.from_pretrained(location, dtype=DTYPES[dtype], **kwargs)
     except (OSError, ValueError) as exc:
-        hint = " (is it downloaded? this machine may have no access to the model hub)" \
-            if info["source"] == "hub" else ""
-        raise ModelError(f"cannot load model {spec!r}: {str(exc).splitlines()[0]}{hint}") from None
+        raise _load_error(spec, info, offline, revision, exc) from None
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"model {spec!r} has no fast tokenizer; psyling needs character offsets")
     try:
@@ -136,4 +218,6 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str
         "revision": revision or getattr(model.config, "_commit_hash", None),
         "trust_remote_code": trust_remote_code,
     })
+    if offline and not info["revision"]:
+        info["revision"] = _cached_snapshot(spec, revision)
     return LanguageModel(model, tokenizer, info)

@@ -20,9 +20,9 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import AlignmentError, ModelError
+from ..progress import scoring_bar
 from .forward import ForwardRunner, ModelInputs
 from .loading import LanguageModel
 from .options import ScoringOptions
@@ -174,6 +174,10 @@ class MaskedScorer:
                                  f"{self.limit} positions; shorten the stimulus or its prefix")
         return encoded
 
+    def count_tokens(self, requests: Iterable[ScoreRequest]) -> int:
+        """The text tokens (masked copies) ``score`` will score for these requests: a run's progress total."""
+        return sum(len(e.targets) for e in self._encode_all(list(requests)))
+
     def score(self, requests: Iterable[ScoreRequest], *, desc: str = "scoring", consumer: Optional[Consumer] = None,
               store: Optional[ScoreStore] = None, progress: Optional[bool] = None) -> ScoreResult:
         """Score requests; returns results in request order. Texts, longest first, are scored in chunks of about
@@ -186,14 +190,15 @@ class MaskedScorer:
         stats = ScoreStats()
         show = self.progress if progress is None else progress
         started = time.perf_counter()
-        with tqdm(total=sum(len(e.targets) for e in encoded), desc=desc, unit="copy", disable=not show) as bar:
+        bar = scoring_bar(desc, sum(len(e.targets) for e in encoded), show)
+        try:
             for chunk in _chunks(order, encoded, self.max_tokens * CHUNK_PASSES):
                 seqs = [encoded[i] for i in chunk]
                 outs, reused = through(store, lambda: _chunk_digest(seqs, self.max_tokens),
-                                       lambda: self._score_chunk(seqs, bar))
+                                       lambda: self._score_chunk(seqs, bar, desc))
                 stats.n_computed += sum(len(seq.targets) * len(seq.ids) for seq in seqs)
                 if reused:
-                    bar.update(sum(len(seq.targets) for seq in seqs))
+                    bar.advance(sum(len(seq.targets) for seq in seqs), desc)
                 for i, out in zip(chunk, outs):
                     enc = encoded[i]
                     results[i] = TokenScores(requests[i], [enc.ids[p] for p in enc.targets], enc.offsets,
@@ -201,11 +206,13 @@ class MaskedScorer:
                     stats.n_tokens += len(enc.targets)
                 if consumer is not None:
                     consumer([results[i] for i in chunk])
+        finally:
+            bar.close()
         stats.seconds = time.perf_counter() - started
         stats.n_sequence_tokens = stats.n_computed
         return ScoreResult(results, stats)  # type: ignore[arg-type]
 
-    def _score_chunk(self, seqs: list[_Encoded], bar: tqdm) -> list[Output]:
+    def _score_chunk(self, seqs: list[_Encoded], bar: Any, desc: str) -> list[Output]:
         """log P of every text token of the sequences (longest first), masked copies batched under
         ``max_tokens``; no word-boundary masses (NaN)."""
         copies = [(i, k) for i, seq in enumerate(seqs) for k in range(len(seq.targets))]
@@ -216,7 +223,7 @@ class MaskedScorer:
             values = self._forward([seqs[i] for i, _ in batch], [k for _, k in batch])
             for (i, k), value in zip(batch, values):
                 logprobs[i][k] = value
-            bar.update(len(batch))
+            bar.advance(len(batch), desc)
             pos += len(batch)
         return [{"logprob": lp, "log_bow": np.full(len(lp) + 1, np.nan), "log_nonbow": float("nan")}
                 for lp in logprobs]

@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Optional, Sequence, Union
 
+import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import AlignmentError, ModelError
+from ..progress import scoring_bar
 from .architecture import LensHead, n_layers
 from .conventions import Convention, get_convention
 from .forward import ForwardPass, ForwardRunner, limit_heap_fragmentation
@@ -43,6 +44,22 @@ class Encoded:
     @property
     def sequence(self) -> list[int]:
         return self.context + self.ids
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """An encoding kept from ``count_tokens`` for the ``score`` call that follows, in arrays (compact)."""
+    context: np.ndarray
+    ids: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def of(cls, enc: Encoded) -> "_Kept":
+        return cls(np.array(enc.context, np.int64), np.array(enc.ids, np.int64),
+                   np.array(enc.offsets, np.int64).reshape(-1, 2))
+
+    def encoded(self) -> Encoded:
+        return Encoded(self.context.tolist(), self.ids.tolist(), [(s, e) for s, e in self.offsets.tolist()])
 
 
 def _context_token_id(tokenizer: Any, choice: Union[str, int, None]) -> int:
@@ -123,6 +140,7 @@ class CausalScorer:
         self._recorded = list(dict.fromkeys(self.sites + lens_sites))
         if self._recorded:
             limit_heap_fragmentation()
+        self._kept: dict[ScoreRequest, _Kept] = {}
 
     @property
     def batch_size(self) -> int:
@@ -208,14 +226,24 @@ class CausalScorer:
         return padded_plan(seqs, self.max_tokens, self.batch_size)
 
     def encode_all(self, requests: list[ScoreRequest]) -> list[Encoded]:
-        """Every request encoded; a sequence longer than the model's context is an error naming it."""
-        encoded = [self.encode(r) for r in requests]
+        """Every request encoded (or taken from ``count_tokens``); a sequence longer than the model's context is an
+        error naming it."""
+        kept = [self._kept.pop(r, None) for r in requests]
+        encoded = [self.encode(r) if k is None else k.encoded() for r, k in zip(requests, kept)]
         limit = self.lm.max_positions
         for req, enc in zip(requests, encoded):
             if limit and len(enc.sequence) > limit:
                 raise ModelError(f"{req.key}: {len(enc.sequence)} tokens exceed the model's context of "
                                  f"{limit}; shorten the stimulus or its prefix")
         return encoded
+
+    def count_tokens(self, requests: Iterable[ScoreRequest]) -> int:
+        """The text tokens ``score`` will score for these requests (what a run's progress display counts); their
+        encodings are kept for that call, so that each text is tokenized once."""
+        requests = list(requests)
+        encoded = self.encode_all(requests)
+        self._kept.update((r, _Kept.of(e)) for r, e in zip(requests, encoded))
+        return sum(len(e.ids) for e in encoded)
 
     def score(self, requests: Iterable[ScoreRequest], *, desc: str = "scoring", consumer: Optional[Consumer] = None,
               store: Optional[ScoreStore] = None, progress: Optional[bool] = None) -> ScoreResult:
@@ -229,8 +257,7 @@ class CausalScorer:
         results: list[Optional[TokenScores]] = [None] * len(requests)
         stats = ScoreStats()
         show = self.progress if progress is None else progress
-        bar = tqdm(total=sum(b.n_tokens for b in plan), desc=desc, unit="tok", unit_scale=True,
-                   disable=not show or len(plan) < 2)
+        bar = scoring_bar(desc, sum(len(e.ids) for e in encoded), show, standalone=len(plan) > 1)
         started = time.perf_counter()
         for batch in plan:
             order = batch.order
@@ -246,7 +273,7 @@ class CausalScorer:
                 consumer([results[i] for i in order])
             for i in order:
                 results[i].activations = None
-            bar.update(batch.n_tokens)
+            bar.advance(sum(len(encoded[i].ids) for i in order), desc)
         bar.close()
         stats.seconds = time.perf_counter() - started
         return ScoreResult(results, stats)  # type: ignore[arg-type]

@@ -3,13 +3,18 @@ bars per site. Tables are tidy (site, layer, metric, value, optional ci_low / ci
 or wide (site, layer and one column per metric, with optional ``{metric}_ci_low`` / ``{metric}_ci_high``)."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..errors import PsylingError
+from ..stimuli.formula import BinOp, Node, Term, evaluate, parse_formula, terms
 from .plots import _pyplot
+
+MAX_ORDERED_TERMS = 8  # prediction_chance enumerates the orderings of at most this many cells (8! = 40,320)
 
 SIGNIFICANCE = ("q_value", "p_value")  # the column marking a site in layer_bars, first present wins
 
@@ -39,6 +44,54 @@ def _long(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     return out.sort_values(["layer", "site"], kind="stable")
 
 
+def _comparisons(node: Node) -> list[BinOp]:
+    """The comparisons (< > =) of a formula."""
+    if not isinstance(node, BinOp):
+        return []
+    own = [node] if node.op in ("<", ">", "=") else []
+    return own + _comparisons(node.left) + _comparisons(node.right)
+
+
+def _plain_orderings(trees: list[Node]) -> Optional[list[Term]]:
+    """The distinct terms, when every comparison of ``trees`` is between two plain terms (<, >) and there are at
+    most ``MAX_ORDERED_TERMS``; else None."""
+    found = [c for tree in trees for c in _comparisons(tree)]
+    if not found or any(c.op == "=" or not isinstance(c.left, Term) or not isinstance(c.right, Term) for c in found):
+        return None
+    distinct = list(dict.fromkeys(t for tree in trees for t in terms(tree)))
+    return distinct if len(distinct) <= MAX_ORDERED_TERMS else None
+
+
+def _independent_chance(node: Node) -> float:
+    """Chance of a formula with each comparison an independent fair coin (``&``: product, ``|``: either)."""
+    if isinstance(node, BinOp) and node.op == "&":
+        return _independent_chance(node.left) * _independent_chance(node.right)
+    if isinstance(node, BinOp) and node.op == "|":
+        left, right = _independent_chance(node.left), _independent_chance(node.right)
+        return left + right - left * right
+    return 0.5
+
+
+def prediction_chance(formulas: Sequence[str]) -> float:
+    """The accuracy expected by chance when an item passes only if all ``formulas`` hold (as the lens and
+    SyntaxGym accuracies count): the fraction of the orderings of the compared (region; condition) cells under
+    which all hold, every ordering equally likely (exact when every comparison is between two cells: 0.25 for
+    two comparisons of four cells, 1/6 for a < b & b < c); otherwise each comparison is taken as an independent
+    fair coin (0.5 per comparison in a conjunction)."""
+    trees = [parse_formula(f) for f in formulas]
+    if not trees:
+        raise PsylingError("chance level: no prediction formulas")
+    cells = _plain_orderings(trees)
+    if cells is None:
+        return float(np.prod([_independent_chance(tree) for tree in trees]))
+    held = 0
+    orderings = list(itertools.permutations(range(len(cells))))
+    for ranks in orderings:
+        value = dict(zip(cells, ranks))
+        held += all(evaluate(tree, value.__getitem__) for tree in trees)
+    return held / len(orderings)
+
+
 def layer_curve(table: pd.DataFrame, metrics: list[str], path: Path, title: str,
                 chance: float | None = None) -> Path:
     """One line per metric (and per site kind: resid, attn, mlp) over layers, with shaded 95% CIs where the table
@@ -64,7 +117,7 @@ def layer_curve(table: pd.DataFrame, metrics: list[str], path: Path, title: str,
     if chance is not None:
         ax.axhline(chance, color="0.4", ls="--", lw=1, label=f"chance ({chance:.2f})")
     ax.set_xlabel("layer (0 = embeddings)")
-    ax.set_ylabel(metrics[0] if len(metrics) == 1 else "value")
+    ax.set_ylabel(" / ".join(metrics))
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()

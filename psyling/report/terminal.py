@@ -21,7 +21,8 @@ def format_summary(summary: pd.DataFrame) -> str:
     scored = summary["accuracy"].dropna()
     if len(scored) > 1:
         lines.append("-" * (width + 33))
-        lines.append(f"{'mean over sets':<{width}}  {int(summary['n_items'].sum()):>5}  {scored.mean():>8.3f}")
+        lines.append(f"{'mean over sets':<{width}}  {summary['n_items'].mean():>5.4g}  {scored.mean():>8.3f}  "
+                     f"(unweighted; {int(summary['n_items'].sum())} items in all)")
     return "\n".join(lines)
 
 
@@ -33,6 +34,7 @@ def format_verdicts(comparison: pd.DataFrame) -> str:
     lines = [f"{'set':<{width}}  {'present':<8}  {'direction':<18}  verdict", "-" * (width + 60)]
     for row in comparison.itertuples(index=False):
         lines.append(f"{row.set:<{width}}  {row.present or '-':<8}  {row.direction or '-':<18}  {row.verdict}")
+        lines += [f"{'':<{width}}  {note}" for note in _verdict_notes(row)]
     shown = comparison[comparison["present"].astype(str) != ""]
     if len(shown):
         lines.append("-" * (width + 60))
@@ -40,6 +42,17 @@ def format_verdicts(comparison: pd.DataFrame) -> str:
                      f"the human direction, {int((shown['present'] == 'reversed').sum())} reversed, "
                      f"{int((shown['present'] == 'no').sum())} not reliable (BH q < 0.05)")
     return "\n".join(lines)
+
+
+def _verdict_notes(row: tuple) -> list[str]:
+    """Lines under a set's verdict: items left out for an empty compared region, why bits and the predicted
+    human-unit effect differ in sign."""
+    notes = []
+    if getattr(row, "n_empty", 0):
+        notes.append(f"({row.n_empty} items left out: the compared region is empty)")
+    if getattr(row, "sign_note", ""):
+        notes.append(f"({row.sign_note})")
+    return notes
 
 
 def format_comparison(table: pd.DataFrame, name_a: str, name_b: str) -> str:

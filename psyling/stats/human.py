@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..stimuli.formula import BinOp, Negate, Node
 from ..stimuli.schema import StimulusSet
 from .compare import benjamini_hochberg
 from .predictions import item_values
@@ -86,13 +87,34 @@ def _size_verdict(pred: tuple[float, float, float], human: tuple[float, float, f
     return "comparable to humans"
 
 
+def _denominators(node: Node) -> list[Node]:
+    """The divisors of every ``/`` in an expression."""
+    if isinstance(node, Negate):
+        return _denominators(node.operand)
+    if isinstance(node, BinOp):
+        own = [node.right] if node.op == "/" else []
+        return own + _denominators(node.left) + _denominators(node.right)
+    return []
+
+
+def zero_denominator(stim: StimulusSet, regions: pd.DataFrame, measure: str = "surprisal") -> str:
+    """Why items have no human-effect value when a divisor of the effect is 0 for them (e.g. a difference of
+    equal cells, or an empty region): "the human effect's denominator is 0 for items ..."; "" when none is."""
+    zero: set[str] = set()
+    for divisor in _denominators(stim.human.effect_tree):
+        values = item_values(stim, regions, divisor, measure)
+        zero |= set(values.index[values == 0])
+    items = [item.id for item in stim.items if item.id in zero]
+    return f"the human effect's denominator is 0 for items {', '.join(items)}" if items else ""
+
+
 def compare_with_humans(sets: list[StimulusSet], regions: pd.DataFrame, words: pd.DataFrame | None = None,
                         linkings: dict[str, Linking] | None = None, measure: str = "surprisal") -> pd.DataFrame:
     """One row per set: the model's effect (bits, mean over items with 95% CI and a t-test, BH across sets),
     whether it is present and in the human direction, and (with a linking function for the set's human
     measure) the predicted effect in the human unit next to the published human effect."""
     linkings = linkings or {}
-    rows = []
+    rows, reasons = [], {}
     for stim in sets:
         human = stim.human
         row = dict.fromkeys(COMPARISON_COLUMNS, math.nan)
@@ -102,6 +124,7 @@ def compare_with_humans(sets: list[StimulusSet], regions: pd.DataFrame, words: p
             rows.append(row)
             continue
         effects = item_values(stim, regions, human.effect_tree, measure)
+        reasons[len(rows)] = zero_denominator(stim, regions, measure)
         valid = effects.dropna()
         mean, low, high, p = mean_ci(valid.to_numpy())
         row.update(human_measure=human.measure, human_region=human.region or "", effect=human.effect,
@@ -126,15 +149,16 @@ def compare_with_humans(sets: list[StimulusSet], regions: pd.DataFrame, words: p
     table["q_value"] = benjamini_hochberg(table["p_value"].to_numpy(dtype=float))
     for i, row in table.iterrows():
         if row["effect"]:
-            table.loc[i, ["present", "direction", "verdict"]] = _verdict(row)
+            table.loc[i, ["present", "direction", "verdict"]] = _verdict(row, reasons.get(i, ""))
     return table
 
 
-def _verdict(row: pd.Series) -> tuple[str, str, str]:
-    """present (yes/no/reversed), direction (as in humans / opposite) and a one-line verdict."""
+def _verdict(row: pd.Series, missing: str = "") -> tuple[str, str, str]:
+    """present (yes/no/reversed), direction (as in humans / opposite) and a one-line verdict; ``missing`` says
+    why items were left out (a zero denominator)."""
     mean, q = row["model_bits"], row["q_value"]
     if math.isnan(mean):
-        return "", "", "no items could be evaluated"
+        return "", "", "no items could be evaluated" + (f": {missing}" if missing else "")
     direction = "as in humans" if mean > 0 else "opposite to humans"
     significant = not math.isnan(q) and q < ALPHA
     present = ("yes" if mean > 0 else "reversed") if significant else "no"
@@ -149,4 +173,6 @@ def _verdict(row: pd.Series) -> tuple[str, str, str]:
             text += f" vs human {row['human_size']:+.1f} {row['unit']}"
             if row["size_verdict"]:
                 text += f" ({row['size_verdict']}, ratio {row['ratio']:.2f})"
+    if missing:
+        text += f" (left out: {missing})"
     return present, direction, text

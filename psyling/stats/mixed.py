@@ -170,7 +170,11 @@ def _try(model: MixedLM, reml: bool, optimizers: tuple[str, ...], captured: list
         failures.append(f"{method} did not converge")
     else:
         return None, "no optimizer succeeded (" + "; ".join(failures) + ")"
-    if not np.all(np.isfinite(np.asarray(result.bse_fe, dtype=float))):
+    with warnings.catch_warnings(record=True) as caught:  # the standard errors are computed here, on first use
+        warnings.simplefilter("always")
+        finite = np.all(np.isfinite(np.asarray(result.bse_fe, dtype=float)))
+    _record(caught, captured)
+    if not finite:
         return result, "standard errors undefined (singular Hessian)"
     return result, None
 
@@ -373,8 +377,14 @@ def condition_effects(regions: pd.DataFrame, factors: dict[str, list[str]] | Non
     the grand mean). ``factors=None``: one factor ``condition``, treatment-coded against ``conditions[0]``. The
     ``coding`` column of the coefficient table states each coefficient's meaning. By-item random intercepts, plus
     the identifiable random slopes (see :func:`_identifiable_slopes`); omitted slopes are named in ``fallback``.
-    Rows with a missing measure are dropped and counted in ``n_dropped``."""
+    Rows with a missing measure are dropped and counted in ``n_dropped``; fewer than 2 items is a one-line error,
+    not a fit."""
     table, n_dropped = _region_table(regions, region, conditions, measure)
+    n_items = table["item"].nunique()
+    if n_items < 2:
+        raise PsylingError(f"set {regions['set'].iloc[0]} region {region}: {n_items} item(s) with a value; a "
+                           "by-item model needs at least 2 (with one, neither the item nor the residual variance "
+                           "can be estimated)")
     columns, intercept = _design(factors, conditions)
     frame = pd.DataFrame({"y": table[measure].astype(float), "item": table["item"].astype(str),
                           "condition": table["condition"]})

@@ -8,7 +8,11 @@ import pandas as pd
 
 
 def item_passes(predictions: pd.DataFrame) -> pd.DataFrame:
-    """(set, item, passed): an item passes iff every one of its predictions holds."""
+    """(set, item, passed): an item passes iff every one of its predictions holds. Items with a prediction that
+    could not be evaluated (``evaluable`` False, where the table has that column) are left out."""
+    if "evaluable" in predictions.columns:
+        evaluable = predictions.groupby(["set", "item"], sort=False)["evaluable"].transform("all").astype(bool)
+        predictions = predictions[evaluable]
     return predictions.groupby(["set", "item"], sort=False)["passed"].all().reset_index()
 
 

@@ -6,17 +6,25 @@ sentence); numbers; ``+ -`` and, beyond SyntaxGym, ``* /`` (arithmetic), ``< > =
 ``numpy.isclose`` with SyntaxGym's tolerances) and ``& |`` (logic, left to right). Sub-expressions are grouped
 with ``( )`` or, as in the 2020 SyntaxGym suites, with ``[ ]``. A human effect is an expression without a
 comparison (``parse_expression``).
+
+A bare term takes the run's prediction measure (``--measure``, default ``surprisal``). A term wrapped in a measure
+function takes that measure whatever the run's, so a set can state its paper's criterion, e.g.
+``mean(*;%good%) < mean(*;%bad%)`` or ``slor(*;%good%) < slor(*;%bad%)``; the functions are the ``MEASURES``
+(``psyling.stats.predictions`` defines them) and take exactly one ``(REGION;%CONDITION%)`` term.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 EQUALITY_RTOL = 1e-5  # SyntaxGym's tolerances for "="
 EQUALITY_ATOL = 1e-3
+# the prediction measures, also the grammar's function names (definitions: psyling.stats.predictions)
+MEASURES = ("surprisal", "surprisal_raw", "mean", "slor")
 
 _REGION_RE = re.compile(r"\(\s*([^;()\[\]%]+?)\s*;\s*%([^%]+)%\s*\)")
+_FUNCTION_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?=\()")
 _NUMBER_RE = re.compile(r"\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?")
 
 
@@ -26,9 +34,11 @@ class FormulaError(ValueError):
 
 @dataclass(frozen=True)
 class Term:
-    """A (region; %condition%) reference; ``region`` is as written (number, name or ``*``)."""
+    """A (region; %condition%) reference; ``region`` is as written (number, name or ``*``); ``measure``: the
+    function it was wrapped in (one of ``MEASURES``), None for a bare term (the run's measure)."""
     region: str
     condition: str
+    measure: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -110,13 +120,35 @@ class _Parser:
             return Negate(self.unary())
         return self.atom()
 
+    def region_term(self, measure: Optional[str] = None) -> Optional[Term]:
+        """The ``(REGION;%CONDITION%)`` term at the current position, or None."""
+        self.skip()
+        match = _REGION_RE.match(self.text, self.pos)
+        if not match:
+            return None
+        self.pos = match.end()
+        return Term(match.group(1).strip(), match.group(2).strip(), measure)
+
+    def function(self) -> Term:
+        """``NAME(REGION;%CONDITION%)``: a term with its own measure."""
+        match = _FUNCTION_RE.match(self.text, self.pos)
+        name = match.group(1)
+        if name not in MEASURES:
+            raise self.error(f"unknown function {name!r} (measure functions: {', '.join(MEASURES)})")
+        self.pos = match.end()
+        term = self.region_term(name)
+        if term is None:
+            raise self.error(f"{name}(...) takes one (region;%condition%) term")
+        return term
+
     def atom(self) -> Node:
         char = self.peek()
+        if _FUNCTION_RE.match(self.text, self.pos):
+            return self.function()
         if char == "(":
-            match = _REGION_RE.match(self.text, self.pos)
-            if match:
-                self.pos = match.end()
-                return Term(match.group(1).strip(), match.group(2).strip())
+            term = self.region_term()
+            if term is not None:
+                return term
             self.pos += 1
             node = self.logic()
             self.expect(")")
@@ -130,7 +162,7 @@ class _Parser:
         if match:
             self.pos = match.end()
             return Number(float(match.group()))
-        raise self.error("expected a (region;%condition%) term, a number or a bracket" if char
+        raise self.error("expected a (region;%condition%) term, a measure function, a number or a bracket" if char
                          else "unexpected end of formula")
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from statistics import mean
 
+from .formula import Term, terms
 from .schema import WHOLE_SENTENCE, StimulusSet
 
 _PUNCT = re.compile(r"^\W+|\W+$")
@@ -31,7 +32,7 @@ def _differing(stim: StimulusSet, item, a: str, b: str) -> frozenset[str]:
     ca, cb = item.conditions[a], item.conditions[b]
     diff = {r for r, x, y in zip(stim.regions, ca.regions, cb.regions) if x != y}
     if ca.prefix != cb.prefix:
-        diff.add("prefix")
+        diff.add(stim.metadata.get("context_column") or "prefix")
     return frozenset(diff)
 
 
@@ -69,11 +70,52 @@ def check_duplicates(stim: StimulusSet) -> list[str]:
     return warnings
 
 
+def _compared_cells(stim: StimulusSet) -> dict[tuple[str, str], list[str]]:
+    """(region, condition) cells that the predictions and the human effect compare -> what compares them."""
+    users: list[tuple[str, list[Term]]] = [(f"prediction {k}", terms(p.tree))
+                                           for k, p in enumerate(stim.predictions, start=1)]
+    human = stim.human
+    if human is not None and human.effect:
+        users.append(("the human effect", terms(human.effect_tree)))
+    elif human is not None and human.region not in (None, WHOLE_SENTENCE):
+        users.append(("the human region", [Term(human.region, c) for c in stim.conditions]))
+    cells: dict[tuple[str, str], list[str]] = {}
+    for user, cell_terms in users:
+        for term in cell_terms:
+            index = stim.region_index(term.region)
+            if index is None:  # the whole sentence is never empty
+                continue
+            names = cells.setdefault((stim.regions[index], term.condition), [])
+            if user not in names:
+                names.append(user)
+    return cells
+
+
+def _listed(ids: list[str], most: int = 10) -> str:
+    return ", ".join(ids[:most]) + (f" and {len(ids) - most} more" if len(ids) > most else "")
+
+
+def check_empty_critical(stim: StimulusSet) -> list[str]:
+    """A compared (region; condition) cell that is empty in an item counts as 0 bits, and the comparison then
+    fails or reverses for that item: name the set, items, condition and region."""
+    warnings = []
+    for (region, condition), users in _compared_cells(stim).items():
+        index = stim.regions.index(region)
+        empty = [item.id for item in stim.items if not item.conditions[condition].regions[index]]
+        if empty:
+            warnings.append(f"set {stim.name}: region {region!r} is empty in condition {condition!r} of item"
+                            f"{'s' if len(empty) > 1 else ''} {_listed(empty)} ({len(empty)} of {len(stim.items)}), "
+                            f"where {' and '.join(users)} compare{'s' if len(users) == 1 else ''} it: an empty "
+                            f"region counts as 0 bits")
+    return warnings
+
+
 def critical_balance(stim: StimulusSet) -> list[dict]:
     """Mean length (characters, punctuation stripped) and Zipf log frequency (wordfreq) of the words of the
-    critical region, per condition."""
+    critical region, per condition; none for a set without words (segmentation "none": word frequencies would
+    need a word segmenter)."""
     region = stim.human.region if stim.human else None
-    if region in (None, WHOLE_SENTENCE) or region not in stim.regions:
+    if region in (None, WHOLE_SENTENCE) or region not in stim.regions or stim.segmentation == "none":
         return []
     index = stim.regions.index(region)
     stats = defaultdict(lambda: ([], []))
@@ -90,7 +132,8 @@ def critical_balance(stim: StimulusSet) -> list[dict]:
 
 
 def quality_report(stim: StimulusSet) -> QualityReport:
-    report = QualityReport(stim.name, check_design(stim) + check_duplicates(stim), critical_balance(stim))
+    warnings = check_empty_critical(stim) + check_design(stim) + check_duplicates(stim)
+    report = QualityReport(stim.name, warnings, critical_balance(stim))
     values = [row for row in report.balance if row["length"] is not None]
     if len(values) > 1:
         spread_len = max(r["length"] for r in values) - min(r["length"] for r in values)
