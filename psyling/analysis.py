@@ -54,6 +54,7 @@ class AnalysisResult:
     comparison: pd.DataFrame
     mixed: pd.DataFrame
     accuracy: pd.DataFrame
+    mixed_random: pd.DataFrame
     linkings: dict[str, Linking]
     out: Path
     plots: list[Path] = field(default_factory=list)
@@ -92,10 +93,11 @@ def _critical_table(stim: StimulusSet, regions: pd.DataFrame, region: str) -> pd
 
 
 def mixed_tables(sets: list[StimulusSet], regions: pd.DataFrame,
-                 progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
+                 progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Per set, the mixed model of its analysis region's surprisal (``analysis_region``; columns region and
-    region_from) on its factors: one row per coefficient."""
-    parts, notes = [], []
+    region_from) on its factors: one row per coefficient (Satterthwaite t tests; singular and every optimiser
+    warning recorded); and its random-effect variances, covariances and correlations, one row each."""
+    parts, random, notes = [], [], []
     for stim in steps(sets, "mixed models", unit="set", shown=progress):
         region, source = analysis_region(stim)
         try:
@@ -106,13 +108,19 @@ def mixed_tables(sets: list[StimulusSet], regions: pd.DataFrame,
             notes.append(f"set {stim.name}: mixed model not fitted: {exc}")
             continue
         parts.append(fit.coefficients.assign(set=stim.name, region=region, region_from=source,
-                                             converged=fit.converged, fallback=fit.fallback or "",
-                                             loglik=fit.loglik, random_effects=str(fit.random_effects)))
-    mixed = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    if not mixed.empty:
-        first = ["set", "region", "region_from"]
-        mixed = mixed[[*first, *[c for c in mixed.columns if c not in first]]]
-    return mixed, notes
+                                             converged=fit.converged, singular=fit.singular,
+                                             fallback=fit.fallback or "", loglik=fit.loglik,
+                                             random_effects=str(fit.random_effects),
+                                             warnings=" | ".join(fit.warnings)))
+        random.append(fit.covariance.assign(set=stim.name, random_effects=str(fit.random_effects)))
+    return _set_first(parts), _set_first(random), notes
+
+
+def _set_first(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The parts concatenated, the set (and its region, where given) first."""
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    first = [c for c in ("set", "region", "region_from") if c in table.columns]
+    return table[[*first, *[c for c in table.columns if c not in first]]]
 
 
 def compared_cells(stim: StimulusSet, region: str) -> set[tuple[int, str]]:
@@ -246,14 +254,14 @@ def analyze(run_dir: Union[str, Path], stimuli: Sequence[Union[str, Path]] = (),
     meta = pd.DataFrame({"set": [s.name for s in sets], "phenomenon": [s.phenomenon for s in sets]})
     predictions = tables["predictions"]
     accuracy = accuracy_by(predictions[predictions["set"].isin(meta["set"])], meta, by="phenomenon")
-    mixed, mixed_notes = mixed_tables(sets, kept, progress)
+    mixed, mixed_random, mixed_notes = mixed_tables(sets, kept, progress)
     notes += mixed_notes
     linkings: dict[str, Linking] = {}
     if linking != "none":
         linkings = corpus_linkings(manifest, linking, Path(data_root) if data_root else None, progress, model)
     comparison = _with_sign_notes(compare_with_humans(sets, kept, tables["words"], linkings), linkings)
     result = AnalysisResult(_with_empty_counts(comparison, empty), _with_empty_counts(mixed, empty), accuracy,
-                            linkings, run_dir / ANALYSIS, notes=notes)
+                            mixed_random, linkings, run_dir / ANALYSIS, notes=notes)
     _write_analysis(result, manifest, sets, regions, plots)
     return result
 
@@ -275,7 +283,7 @@ def _write_analysis(result: AnalysisResult, manifest: dict[str, Any], sets: list
     ``result.plots`` get their final paths."""
     with sub_output(result.out.parent, ANALYSIS, expected=manifest) as out:
         for name, table in (("comparison", result.comparison), ("mixed", result.mixed),
-                            ("accuracy_by_phenomenon", result.accuracy)):
+                            ("mixed_random", result.mixed_random), ("accuracy_by_phenomenon", result.accuracy)):
             write_parquet(out / f"{name}.parquet", table)
         write_csv(out / "verdicts.csv", result.comparison[["set", "present", "direction", "verdict"]])
         if plots:

@@ -154,25 +154,28 @@ def test_mixed_delta_loglik_of_an_irrelevant_predictor():
 
 
 @pytest.mark.parametrize("n_subjects,n_items", [(10, 30), (40, 8)])
-def test_profiled_crossed_fit_equals_statsmodels_and_the_normal_density(n_subjects, n_items):
-    """lme4's profiled deviance gives statsmodels' ML maximum (crossed variance components), unbalanced data,
-    whichever factor has more levels; the log-likelihood is the multivariate normal density at its estimates."""
-    from scipy import sparse
-    from statsmodels.regression.mixed_linear_model import MixedLM, VCSpec
-
-    from psyling.stats.profiled import fit_crossed_intercepts
+def test_crossed_fit_is_the_normal_density_at_its_maximum(n_subjects, n_items):
+    """Unbalanced crossed intercepts, whichever factor has more levels: the engine's log-likelihood is the
+    multivariate normal density at its estimates, and no nearby variance values do better."""
+    from psyling.stats.lmm import LinearMixedModel, RandomTerm
 
     df = crossed(n_subjects, n_items, seed=11).sample(frac=0.8, random_state=2).reset_index(drop=True)
     x = np.column_stack([np.ones(len(df)), df["s"], df["one"]])
-    fit = fit_crossed_intercepts(df["y"].to_numpy(), x, df["subject"].to_numpy(), df["item"].to_numpy())
-    dummies = [pd.get_dummies(df[c], dtype=float) for c in ("subject", "item")]
-    reference = MixedLM(df["y"].to_numpy(), x, groups=np.zeros(len(df)), exog_vc=VCSpec(
-        ["subject", "item"], [[list(map(str, d.columns))] for d in dummies],
-        [[sparse.csr_array(d.to_numpy())] for d in dummies])).fit(reml=False, method=["lbfgs", "powell"])
-    assert fit.converged and fit.loglik == pytest.approx(reference.llf, abs=1e-4)
-    assert np.allclose(fit.beta, reference.fe_params, atol=1e-3 * np.abs(reference.fe_params).max())
-    assert np.allclose(fit.variances, reference.vcomp, rtol=1e-2) and fit.residual == pytest.approx(
-        reference.scale, rel=1e-3)
+    terms = [RandomTerm(c, pd.factorize(df[c], sort=True)[0], np.ones((len(df), 1)), ("(Intercept)",))
+             for c in ("subject", "item")]
+    fit = LinearMixedModel(df["y"].to_numpy(), x, ["Intercept", "s", "one"], terms, reml=False).fit()
     zs, zi = (pd.get_dummies(df[c], dtype=float).to_numpy() for c in ("subject", "item"))
-    cov = fit.variances[0] * zs @ zs.T + fit.variances[1] * zi @ zi.T + fit.residual * np.eye(len(df))
-    assert fit.loglik == pytest.approx(stats.multivariate_normal.logpdf(df["y"], x @ fit.beta, cov), abs=1e-6)
+
+    def loglik(v_subject, v_item, residual):
+        cov = v_subject * zs @ zs.T + v_item * zi @ zi.T + residual * np.eye(len(df))
+        inv = np.linalg.inv(cov)
+        beta = np.linalg.solve(x.T @ inv @ x, x.T @ inv @ df["y"])
+        return stats.multivariate_normal.logpdf(df["y"], x @ beta, cov)
+    variances = fit.covariance.set_index("group")["vcov"]
+    best = (variances["subject"], variances["item"], fit.sigma ** 2)
+    assert fit.converged and fit.loglik == pytest.approx(loglik(*best), abs=1e-6)
+    for k in range(3):
+        for factor in (0.98, 1.02):
+            moved = list(best)
+            moved[k] *= factor
+            assert loglik(*moved) < fit.loglik

@@ -10,7 +10,7 @@ import pandas as pd
 from ..errors import PsylingError
 
 OK, FAILED, DATA_ERROR = 0, 1, 2
-VERDICTS = {"passed": "PASS", "failed": "FAIL", "skipped": "skipped", "error": "ERROR"}
+VERDICTS = {"passed": "PASS", "failed": "FAIL", "differs": "DIFFERS (known)", "skipped": "skipped", "error": "ERROR"}
 
 
 def _in_all(row: Any) -> str:
@@ -44,8 +44,11 @@ def format_results(table: pd.DataFrame) -> str:
         lines.append(f"{r.reproduction:<{widths['reproduction']}}  {r.figure:<{widths['figure']}}  "
                      f"{_number(r.published):>9}  {r.criterion:<{widths['criterion']}}  {_number(r.measured):>9}  "
                      f"{VERDICTS[r.status]}")
-    reasons = table[table["reason"] != ""].drop_duplicates("reproduction")
-    lines += [f"{r.reproduction}: {VERDICTS[r.status]}: {r.reason}" for r in reasons.itertuples()]
+    reasons = table[table["reason"] != ""]
+    known = reasons["status"] == "differs"
+    lines += [f"{r.reproduction}: {VERDICTS[r.status]}: {r.reason}"
+              for r in reasons[~known].drop_duplicates("reproduction").itertuples()]
+    lines += [f"{r.reproduction}: {r.figure}: {VERDICTS[r.status]}: {r.reason}" for r in reasons[known].itertuples()]
     counts = table["status"].value_counts()
     lines.append(", ".join(f"{counts.get(s, 0)} {s}" for s in VERDICTS) + " figures")
     return "\n".join(lines)

@@ -39,12 +39,14 @@ def _rows(reproduction: Reproduction, measured: Optional[Mapping[str, float]] = 
     for figure in reproduction.figures:
         value = float(measured[figure.name]) if measured is not None else float("nan")
         passed = figure.passes(value) if measured is not None else None
-        row_status = status if passed is None else ("passed" if passed else "failed")
+        row_status = status if passed is None else (
+            "passed" if passed else "differs" if figure.differs else "failed")
         published = figure.published if figure.kind in ("near", "within") else float("nan")  # not a bound
         rows.append({"reproduction": reproduction.name, "figure": figure.name, "published": published,
                      "criterion": figure.criterion,
                      "tolerance": figure.tolerance if figure.kind == "near" else float("nan"),
-                     "measured": value, "passed": passed, "status": row_status, "reason": reason})
+                     "measured": value, "passed": passed, "status": row_status,
+                     "reason": figure.differs if row_status == "differs" else reason})
     return rows
 
 
@@ -70,7 +72,8 @@ def run(registry: Mapping[str, Reproduction], names: Sequence[str], include_long
     Long ones are skipped under "all" unless ``include_long`` (a reproduction named explicitly always runs);
     one needing hub weights that are not cached locally is skipped. Columns: reproduction, figure, published
     (NaN where the test is a bound, e.g. "> 0"), criterion, tolerance (NaN unless the test is ±tolerance),
-    measured, passed, status (passed, failed, skipped, error) and reason (why skipped, or the data error)."""
+    measured, passed, status (passed, failed, differs: a documented known difference, skipped, error) and reason
+    (why skipped, why it differs, or the data error)."""
     chosen = select(registry, names)
     root_error = ""
     try:

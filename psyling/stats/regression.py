@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import PsylingError
-from .profiled import fit_crossed_intercepts
+from .lmm import LinearMixedModel, LMMFit, RandomTerm
 
 Columns = Union[str, Sequence[str]]
 BASELINE = ["word_length", "zipf_freq", "word_position"]
@@ -262,15 +262,14 @@ def mixed_delta_loglik(df: pd.DataFrame, target: str, baseline: Sequence[str], p
     """Trial-level likelihood-ratio test with by-subject and by-item random intercepts (ML).
 
     The random intercepts are exactly crossed; the fits maximise lme4's profiled deviance
-    (:func:`psyling.stats.profiled.fit_crossed_intercepts`), which costs one Cholesky of the smaller factor's
-    levels per evaluation, so hundreds of thousands of trials fit in seconds. Random slopes are not modelled.
+    (:class:`psyling.stats.lmm.LinearMixedModel`), which eliminates the factor with more levels and costs one
+    Cholesky of the other's levels per evaluation, so hundreds of thousands of trials fit in seconds. Random
+    slopes are not modelled.
     Rows with NaN in a used column are dropped and counted."""
     baseline, predictors = list(baseline), list(predictors)
     data, dropped = _complete(df, [target] + baseline + predictors, [subject, item], "mixed_delta_loglik")
-    codes = [pd.factorize(data[col], sort=True)[0] for col in (subject, item)]
     y = data[target].to_numpy(float)
-    base = fit_crossed_intercepts(y, _design(data, baseline), *codes)
-    full = fit_crossed_intercepts(y, _design(data, baseline + predictors), *codes)
+    base, full = (_crossed_fit(y, data, names, subject, item) for names in (baseline, baseline + predictors))
     delta = full.loglik - base.loglik
     return MixedDeltaLL(target=target, predictors=predictors, baseline=baseline, n=len(data), n_dropped=dropped,
                         n_subjects=int(data[subject].nunique()), n_items=int(data[item].nunique()),
@@ -278,6 +277,18 @@ def mixed_delta_loglik(df: pd.DataFrame, target: str, baseline: Sequence[str], p
                         lr=2 * delta, df=len(predictors), p_value=float(stats.chi2.sf(max(2 * delta, 0.0),
                                                                                      len(predictors))),
                         coefficients=dict(zip(["Intercept"] + baseline + predictors, map(float, full.beta))),
-                        variances={"subject": full.variances[0], "item": full.variances[1],
-                                   "residual": full.residual},
+                        variances={"subject": _variance(full, subject), "item": _variance(full, item),
+                                   "residual": full.sigma ** 2},
                         converged=base.converged and full.converged)
+
+
+def _variance(fit: LMMFit, group: str) -> float:
+    table = fit.covariance
+    return float(table.loc[(table["group"] == group) & table["name2"].isna(), "vcov"].iloc[0])
+
+
+def _crossed_fit(y: np.ndarray, data: pd.DataFrame, names: list[str], subject: str, item: str) -> LMMFit:
+    """ML fit of y on an intercept and ``names`` with crossed random intercepts for subject and item."""
+    terms = [RandomTerm(col, pd.factorize(data[col], sort=True)[0], np.ones((len(data), 1)), ("(Intercept)",))
+             for col in (subject, item)]
+    return LinearMixedModel(y, _design(data, names), ["Intercept", *names], terms, reml=False).fit()
