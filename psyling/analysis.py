@@ -86,6 +86,8 @@ def analysis_region(stim: StimulusSet) -> tuple[str, str]:
 def _critical_table(stim: StimulusSet, regions: pd.DataFrame, region: str) -> pd.DataFrame:
     """The set's region rows (whole-sentence sums for the region ``*``)."""
     table = regions[regions["set"] == stim.name]
+    if table.empty:
+        raise PsylingError("no items left to model (every item has an empty compared region)")
     if region == WHOLE_SENTENCE:
         table = (table.groupby(["set", "item", "condition"], as_index=False)[["surprisal", "surprisal_raw"]]
                  .sum(min_count=1).assign(region=WHOLE_SENTENCE))

@@ -438,6 +438,7 @@ def _analyze(args: argparse.Namespace) -> int:
     for line in result.notes:
         print(f"psyling: note: {line}", file=sys.stderr)
     print(f"\nstatistics, verdicts and {len(result.plots)} plots in {result.out}")
+    print(f"one page with the plots and tables: psyling report {result.out.parent} --out report.html")
     return 0
 
 
@@ -450,6 +451,14 @@ def _compare(args: argparse.Namespace) -> int:
     print(format_comparison(table, str(args.run_a), str(args.run_b)))
     if args.out:
         write_csv(args.out, table)
+    print(f"both runs on one page: psyling report {args.run_a} {args.run_b} --out report.html")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report.html import build_report
+
+    print(build_report(args.run_dirs, args.out, static=args.static))
     return 0
 
 
@@ -779,6 +788,14 @@ def _compare_parser(sub: Sub) -> None:
     cmp.set_defaults(func=_compare)
 
 
+def _report_parser(sub: Sub) -> None:
+    rep = sub.add_parser("report", help="one self-contained HTML page over runs (no network needed to open it)")
+    rep.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run directories, one model each")
+    rep.add_argument("--out", type=Path, required=True, help="the HTML file to write, e.g. report.html")
+    rep.add_argument("--static", action="store_true", help="embed PNG plots instead of interactive ones (no plotly)")
+    rep.set_defaults(func=_report)
+
+
 def _probe_parser(sub: Sub) -> None:
     pr = sub.add_parser("probe", help="linear probes per layer on a run's activations, for a condition factor")
     pr.add_argument("run_dir", type=Path, help="a run made with --activations")
@@ -919,7 +936,8 @@ def _sae_parser(sub: Sub) -> None:
 
 
 COMMANDS: tuple[Callable[[Sub], None], ...] = (
-    _run_parser, _lens_parser, _check_parser, _evaluate_parser, _analyze_parser, _compare_parser, _probe_parser,
+    _run_parser, _lens_parser, _check_parser, _evaluate_parser, _analyze_parser, _compare_parser, _report_parser,
+    _probe_parser,
     _encode_parser, _patch_parser, _mediate_parser, _ablate_parser, _steer_parser, _sae_parser, _reproduce_parser, _stimuli_parsers, _tool_parsers)
 
 

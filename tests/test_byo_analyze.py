@@ -295,3 +295,11 @@ def test_lens_plot_chance_line_follows_the_sets_predictions(tmp_path, monkeypatc
         {title: chance}) or path.write_bytes(b"png"))
     layerwise.lens_plots(tmp_path)
     assert drawn == {"logit lens: one": 0.5, "logit lens: two": 0.25}
+
+
+def test_a_set_whose_every_compared_region_is_empty_says_so(tmp_path, bpe_llama):
+    write_set(tmp_path, "void", extra=HUMAN, n_items=3, empty_b=3)
+    psyling.run(bpe_llama, [tmp_path / "void.yaml"], out=tmp_path / "run", progress=False)
+    notes = analyze(tmp_path / "run", linking="none", plots=False, progress=False).notes
+    assert "set void: mixed model not fitted: no items left to model (every item has an empty compared region)" \
+        in notes

@@ -1,0 +1,147 @@
+"""psyling report: one self-contained HTML page over runs (psyling/report/html.py)."""
+import base64
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+import psyling
+from psyling.cli import main
+from psyling.report.html import build_report
+
+REPO = Path(__file__).resolve().parents[1]
+SETS = [REPO / "stimuli" / "sets" / "garden_path_npz.yaml", REPO / "stimuli" / "sets" / "agreement_simple.yaml"]
+MARKUP_YAML = """schema_version: 1
+name: markup_set
+phenomenon: markup_check
+license: CC-BY-4.0
+citation: written for this test
+items: markup_set.csv
+regions: [start, verb, end]
+conditions: [good, bad]
+predictions:
+  - "(verb;%bad%) > (verb;%good%)"
+"""
+MARKUP_CSV = """item,condition,start,verb,end
+1,good,The cat <script>window.__canary=1</script>,sleeps,on the mat.
+1,bad,The cat <script>window.__canary=1</script>,sleep,on the mat.
+2,good,The dog <b>bold</b>,barks,at night.
+2,bad,The dog <b>bold</b>,bark,at night.
+"""
+FIGURE = re.compile(r'<script type="application/json" id="(profile-\d+)-json">(.*?)</script>', re.S)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, bpe_llama, bpe_gpt2):
+    folder = tmp_path_factory.mktemp("report")
+    (folder / "markup_set.yaml").write_text(MARKUP_YAML)
+    (folder / "markup_set.csv").write_text(MARKUP_CSV)
+    stimuli = [*SETS, folder / "markup_set.yaml"]
+    first, second = folder / "llama", folder / "gpt2"
+    psyling.run(bpe_llama, stimuli, out=first, progress=False, max_items=4)
+    psyling.run(bpe_gpt2, stimuli, out=second, progress=False, max_items=4)
+    psyling.analyze(first, linking="none", plots=False, progress=False)
+    return [first, second]
+
+
+@pytest.fixture(scope="module")
+def page(runs, tmp_path_factory):
+    out = build_report(runs, tmp_path_factory.mktemp("page") / "report.html")
+    return out.read_text(encoding="utf-8")
+
+
+def figures(page):
+    return {ident: json.loads(body) for ident, body in FIGURE.findall(page)}
+
+
+def test_self_contained_and_deterministic(runs, page, tmp_path):
+    assert "http://" not in page and "https://" not in page
+    assert "Plotly.newPlot" in page and len(page) > 1_000_000  # plotly.js inlined
+    again = build_report(runs, tmp_path / "again.html")
+    assert again.read_text(encoding="utf-8") == page
+
+
+def test_sections_present(page):
+    for ident in ("overview", "leaderboard", "accuracy", "reproducibility", "set-0", "set-1", "set-2"):
+        assert f'id="{ident}"' in page
+    assert page.count('class="set"') == 3
+    assert 'id="human-0"' in page and 'id="human-2"' not in page  # the analysed set with a human size only
+    assert "no reliable effect" in page or "reliable" in page  # analyze's verdicts in the leaderboard
+
+
+def test_traces_are_conditions_times_models_with_the_region_means(runs, page):
+    import pandas as pd
+
+    regions = {r.name: pd.read_parquet(r / "regions.parquet") for r in runs}
+    models = {"tiny-llama": runs[0].name, "tiny-gpt2": runs[1].name}
+    for ident, figure in figures(page).items():
+        div = re.search(rf'<div class="plot" id="{ident}" data-set="([^"]+)"', page)
+        set_name = div.group(1)
+        conditions = regions[runs[0].name].query("set == @set_name")["condition"].unique()
+        assert len(figure["data"]) == len(conditions) * 2
+        for trace in figure["data"]:
+            table = regions[models[trace["meta"]["model"]]]
+            cells = table[(table["set"] == set_name) & (table["condition"] == trace["meta"]["condition"])]
+            expected = cells.groupby("region_number")["surprisal"].mean().sort_index().to_numpy()
+            assert trace["y"] == pytest.approx(expected, abs=1e-9)
+    critical = figures(page)["profile-0"]["layout"]["annotations"][0]
+    assert critical["text"] == "critical region" and critical["x"] == 3  # garden_path_npz: main_verb, 4th region
+
+
+def test_stimulus_markup_is_escaped(page):
+    assert "&lt;script&gt;window.__canary=1&lt;/script&gt;" in page
+    assert "<script>window.__canary" not in page and "<b>bold</b>" not in page
+
+
+def test_csv_download_links(page):
+    links = re.findall(r'download="([^"]+)" href="data:text/csv;base64,([^"]+)"', page)
+    names = [name for name, _ in links]
+    assert "leaderboard.csv" in names and "accuracy.csv" in names
+    accuracy = base64.b64decode(dict(links)["accuracy.csv"]).decode()
+    assert accuracy.splitlines()[0] == "set,model,n_items,accuracy,ci_low,ci_high,verdict"
+    assert len(accuracy.splitlines()) == 1 + 3 * 2
+
+
+def test_static_has_pngs_and_no_plotly(runs, tmp_path):
+    page = build_report(runs, tmp_path / "static.html", static=True).read_text(encoding="utf-8")
+    assert page.count('src="data:image/png;base64,') == 3
+    assert "Plotly" not in page and "plotly" not in page.lower().replace("no plotly", "")
+    assert "http://" not in page and "https://" not in page
+
+
+def test_cli_report(runs, tmp_path, capsys):
+    out = tmp_path / "cli.html"
+    assert main(["report", str(runs[0]), str(runs[1]), "--out", str(out)]) == 0
+    assert out.is_file() and str(out) in capsys.readouterr().out
+
+
+DRAWN = """Array.from(document.querySelectorAll('div.plot')).map(d => ({id: d.id, set: d.dataset.set,
+    traces: (d.data || []).map(t => ({meta: t.meta, y: t.y})), drawn: d.querySelectorAll('.scatterlayer .trace').length}))"""
+PLOTTED = "Array.from(document.querySelectorAll('div.plot')).every(d => d.data && d.querySelector('.main-svg'))"
+
+
+def test_the_page_in_a_real_browser(runs, tmp_path):
+    """Headless Chromium, every network request blocked: no console or page error, no request leaves the file,
+    every chart is drawn with the traces of its embedded figure, the canary in a stimulus never runs, and the
+    screenshot is not blank."""
+    from browser import BROWSER_MISSING, is_blank, open_page
+
+    if BROWSER_MISSING:
+        pytest.skip(BROWSER_MISSING)
+    path = build_report(runs, tmp_path / "report.html")
+    embedded = figures(path.read_text(encoding="utf-8"))
+    with open_page(path, ready_js=PLOTTED) as page:
+        assert page.console_errors == [] and page.page_errors == [] and page.external_urls == []
+        drawn = page.evaluate(DRAWN)
+        assert page.evaluate("window.__canary === undefined") is True
+        assert page.evaluate("document.querySelector('#set-2 table').textContent.includes('<script>')") is True
+        assert not is_blank(page.screenshot_png)
+    assert [d["id"] for d in drawn] == sorted(embedded, key=lambda k: int(k.split("-")[1]))
+    for chart in drawn:
+        figure = embedded[chart["id"]]
+        assert chart["drawn"] == len(figure["data"]) and len(chart["traces"]) == len(figure["data"])
+        for trace, expected in zip(chart["traces"], figure["data"]):
+            assert trace["meta"] == expected["meta"]
+            assert trace["y"] == pytest.approx([math.nan if v is None else v for v in expected["y"]], nan_ok=True)
