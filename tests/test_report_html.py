@@ -77,7 +77,7 @@ def test_traces_are_conditions_times_models_with_the_region_means(runs, page):
     regions = {r.name: pd.read_parquet(r / "regions.parquet") for r in runs}
     models = {"tiny-llama": runs[0].name, "tiny-gpt2": runs[1].name}
     for ident, figure in figures(page).items():
-        div = re.search(rf'<div class="plot" id="{ident}" data-set="([^"]+)"', page)
+        div = re.search(rf'<div class="plot" id="{ident}"[^>]*? data-set="([^"]+)"', page)
         set_name = div.group(1)
         conditions = regions[runs[0].name].query("set == @set_name")["condition"].unique()
         assert len(figure["data"]) == len(conditions) * 2

@@ -3,10 +3,8 @@ inline, no network, the same bytes for the same runs). ``static=True`` embeds PN
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,15 +14,11 @@ import pandas as pd
 
 from ..errors import PsylingError
 from ..fileio import atomic_write
+from .html_parts import COLOURS, DASHES, PLOT_CONFIG, figure_div, finite, html_table, text
 from .plots import condition_styles
 from .report_data import (ReportRun, design, human_comparison, leaderboard, profile, read_report_runs,
                           report_sets, reproducibility)
 
-COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf")
-DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
-PLOT_CONFIG = {"displaylogo": False, "showLink": False, "showSendToCloud": False, "showEditInChartStudio": False,
-               "responsive": True}
 STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:80em;color:#222}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.2em .5em}
 th{background:#f3f3f3;cursor:pointer}td.num{text-align:right}.critical{background:#fff3c4}
@@ -40,17 +34,6 @@ var fig=JSON.parse(document.getElementById(div.id+'-json').textContent);
 Plotly.newPlot(div,fig.data,fig.layout,fig.config);});"""
 
 
-def text(value: Any) -> str:
-    """Any value as HTML text: escaped, and with ``://`` broken so no text reads as a web address."""
-    return html.escape(str(value)).replace("://", "&#58;//")
-
-
-def script_json(value: Any) -> str:
-    """JSON safe inside a <script> element (no ``<``, ``>``, ``&`` or ``/`` unescaped), keys sorted."""
-    out = json.dumps(value, sort_keys=True, allow_nan=False, separators=(",", ":"))
-    return out.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").replace("/", "\\/")
-
-
 def plotly_bundle() -> str:
     """plotly.js from the installed plotly package, with the web addresses in its strings, comments and regular
     expressions written ``http:\\/\\/`` (the same string to JavaScript) and ``</`` as ``<\\/``."""
@@ -61,36 +44,6 @@ def plotly_bundle() -> str:
                            "--static)") from None
     js = get_plotlyjs()
     return re.sub(r"(https?):/{2}", r"\1:\\/\\/", js).replace("</", "<\\/")
-
-
-def _finite(values: Sequence[float]) -> list[Any]:
-    """Floats for JSON: NaN and infinities as null."""
-    return [float(v) if v is not None and math.isfinite(v) else None for v in values]
-
-
-def _cell(value: Any) -> str:
-    """One table cell: numbers right-aligned to 3 decimals (the full value kept for sorting)."""
-    if isinstance(value, (float, np.floating)):
-        shown = "" if not math.isfinite(value) else f"{value:.3f}"
-        return f'<td class="num" data-v="{value!r}">{shown}</td>'
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return f'<td class="num">{value}</td>'
-    return f"<td>{text('' if value is None else value)}</td>"
-
-
-def csv_link(table: pd.DataFrame, name: str) -> str:
-    """A link that downloads ``table`` as NAME.csv from a data URI."""
-    data = base64.b64encode(table.to_csv(index=False).encode("utf-8")).decode("ascii")
-    return f'<a class="csv" download="{text(name)}.csv" href="data:text/csv;base64,{data}">download CSV</a>'
-
-
-def html_table(table: pd.DataFrame, name: str, table_id: str = "") -> str:
-    """``table`` as a sortable HTML table (headers clickable) with its CSV download link."""
-    head = "".join(f"<th>{text(c)}</th>" for c in table.columns)
-    body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in table.itertuples(index=False))
-    ident = f' id="{text(table_id)}"' if table_id else ""
-    return (f'<table class="sortable"{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-            + csv_link(table, name))
 
 
 def overview(runs: Sequence[ReportRun]) -> str:
@@ -119,10 +72,10 @@ def profile_traces(runs: Sequence[ReportRun], set_name: str) -> tuple[list[dict[
             traces.append({
                 "type": "scatter", "mode": "lines+markers", "name": f"{cond} · {run.label}",
                 "legendgroup": run.label, "meta": {"model": run.label, "condition": cond},
-                "x": [float(k - 1 + offset) for k in rows["region_number"]], "y": _finite(rows["mean"]),
+                "x": [float(k - 1 + offset) for k in rows["region_number"]], "y": finite(rows["mean"]),
                 "error_y": {"type": "data", "symmetric": False,
-                            "array": _finite(rows["ci_high"] - rows["mean"]),
-                            "arrayminus": _finite(rows["mean"] - rows["ci_low"])},
+                            "array": finite(rows["ci_high"] - rows["mean"]),
+                            "arrayminus": finite(rows["mean"] - rows["ci_low"])},
                 "line": {"color": COLOURS[c % len(COLOURS)], "dash": DASHES[m % len(DASHES)]}})
     return traces, names
 
@@ -142,9 +95,7 @@ def profile_figure(runs: Sequence[ReportRun], set_name: str, critical: str, fig_
                                   "showarrow": False, "yanchor": "bottom"}]
     models = [r.label for r in runs if set_name in r.set_names()]
     figure = {"data": traces, "layout": layout, "config": PLOT_CONFIG}
-    return (f'<div class="plot" id="{fig_id}" data-set="{text(set_name)}" data-model="{text(json.dumps(models))}"'
-            f' data-critical="{text(critical)}"></div>'
-            f'<script type="application/json" id="{fig_id}-json">{script_json(figure)}</script>')
+    return figure_div(fig_id, figure, set=set_name, model=json.dumps(models), critical=critical)
 
 
 def static_figure(runs: Sequence[ReportRun], set_name: str, critical: str) -> str:
