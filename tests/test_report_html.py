@@ -31,6 +31,7 @@ MARKUP_CSV = """item,condition,start,verb,end
 2,bad,The dog <b>bold</b>,bark,at night.
 """
 FIGURE = re.compile(r'<script type="application/json" id="(profile-\d+)-json">(.*?)</script>', re.S)
+EVERY_FIGURE = re.compile(r'<script type="application/json" id="([a-z-]+-\d+)-json">(.*?)</script>', re.S)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,8 @@ def test_csv_download_links(page):
     names = [name for name, _ in links]
     assert "leaderboard.csv" in names and "accuracy.csv" in names
     accuracy = base64.b64decode(dict(links)["accuracy.csv"]).decode()
-    assert accuracy.splitlines()[0] == "set,model,n_items,accuracy,ci_low,ci_high,verdict"
+    assert accuracy.splitlines()[0] == ("set,model,n_items,accuracy,ci_low,ci_high,verdict,effect_present,"
+                                        "human_direction,size_vs_human")
     assert len(accuracy.splitlines()) == 1 + 3 * 2
 
 
@@ -131,17 +133,29 @@ def test_the_page_in_a_real_browser(runs, tmp_path):
     if BROWSER_MISSING:
         pytest.skip(BROWSER_MISSING)
     path = build_report(runs, tmp_path / "report.html")
-    embedded = figures(path.read_text(encoding="utf-8"))
+    embedded = {ident: json.loads(body) for ident, body in EVERY_FIGURE.findall(path.read_text(encoding="utf-8"))}
     with open_page(path, ready_js=PLOTTED) as page:
         assert page.console_errors == [] and page.page_errors == [] and page.external_urls == []
         drawn = page.evaluate(DRAWN)
         assert page.evaluate("window.__canary === undefined") is True
         assert page.evaluate("document.querySelector('#set-2 table').textContent.includes('<script>')") is True
         assert not is_blank(page.screenshot_png)
-    assert [d["id"] for d in drawn] == sorted(embedded, key=lambda k: int(k.split("-")[1]))
+    assert [d["id"] for d in drawn] == list(embedded)  # every chart, in page order
     for chart in drawn:
         figure = embedded[chart["id"]]
         assert chart["drawn"] == len(figure["data"]) and len(chart["traces"]) == len(figure["data"])
         for trace, expected in zip(chart["traces"], figure["data"]):
             assert trace["meta"] == expected["meta"]
             assert trace["y"] == pytest.approx([math.nan if v is None else v for v in expected["y"]], nan_ok=True)
+
+
+def test_drawn_plot_strings_are_escaped_but_machine_labels_kept():
+    from psyling.report.html_parts import figure_div
+
+    figure = {"data": [{"name": "<b>sg</b> & pl", "meta": {"condition": "<b>sg</b>"}, "hovertemplate": "%{x}<br>"}],
+              "layout": {"title": {"text": "<a href=x>set</a>"}, "xaxis": {"ticktext": ["<i>verb</i>"]}}}
+    body = json.loads(re.search(r'-json">(.*)</script>', figure_div("f-0", figure)).group(1))
+    assert body["data"][0]["name"] == "&lt;b&gt;sg&lt;/b&gt; &amp; pl"
+    assert body["data"][0]["meta"] == {"condition": "<b>sg</b>"} and body["data"][0]["hovertemplate"] == "%{x}<br>"
+    assert body["layout"]["title"]["text"] == "&lt;a href=x&gt;set&lt;/a&gt;"
+    assert body["layout"]["xaxis"]["ticktext"] == ["&lt;i&gt;verb&lt;/i&gt;"]

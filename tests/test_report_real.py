@@ -8,8 +8,8 @@ from psyling.report.html import build_report
 
 pytestmark = pytest.mark.slow
 SECTIONS = "Array.from(document.querySelectorAll('section.set')).map(s => s.dataset.set)"
-CHARTS = """Array.from(document.querySelectorAll('div.plot')).map(d => ({set: d.dataset.set,
-    traces: d.data.map(t => ({meta: t.meta, y: t.y}))}))"""
+CHARTS = """Array.from(document.querySelectorAll('div.plot[id^="KIND-"]')).map(d => ({set: d.dataset.set,
+    region: d.dataset.region, traces: d.data.map(t => ({meta: t.meta, y: t.y}))}))"""
 HUMAN = "Array.from(document.querySelectorAll('section.set')).filter(s => s.querySelector('div.human'))" \
         ".map(s => s.dataset.set)"
 PLOTTED = "Array.from(document.querySelectorAll('div.plot')).every(d => d.data && d.querySelector('.main-svg'))"
@@ -38,7 +38,8 @@ def test_report_of_two_models_in_a_real_browser(runs, tmp_path):
     with open_page(path, ready_js=PLOTTED) as page:
         assert page.console_errors == [] and page.page_errors == [] and page.external_urls == []
         assert page.evaluate("['overview', 'reproducibility'].every(id => document.getElementById(id))") is True
-        sets, charts, human = page.evaluate(SECTIONS), page.evaluate(CHARTS), page.evaluate(HUMAN)
+        sets, human = page.evaluate(SECTIONS), page.evaluate(HUMAN)
+        charts, items = (page.evaluate(CHARTS.replace("KIND", kind)) for kind in ("profile", "items"))
         assert not is_blank(page.screenshot_png)
     assert sorted(sets) == sorted(regions["smollm2-135m"]["set"].unique())
     assert sorted(human) == sorted(comparison.loc[comparison["human_size"].notna(), "set"].unique())
@@ -52,3 +53,12 @@ def test_report_of_two_models_in_a_real_browser(runs, tmp_path):
             measured = cells["surprisal"].where(cells["text"].str.strip() != "")  # a region without text: no value
             means = measured.groupby(cells["region_number"]).mean().sort_index()
             assert [v for v in trace["y"] if v is not None] == pytest.approx(means.dropna().tolist(), abs=1e-9)
+    assert len(items) == len(charts)  # every core set has a critical region or a compared one
+    for chart in items:
+        for trace in chart["traces"]:
+            cells = regions[trace["meta"]["model"]]
+            cells = cells[(cells["set"] == chart["set"]) & (cells["condition"] == trace["meta"]["condition"])
+                          & (cells["region"] == chart["region"])]
+            measured = cells.loc[cells["text"].str.strip() != "", "surprisal"]
+            plotted = [v for v in trace["y"] if v is not None]
+            assert sorted(plotted) == pytest.approx(sorted(measured), abs=1e-9), chart["set"]

@@ -59,8 +59,25 @@ def html_table(table: pd.DataFrame, name: str, table_id: str = "") -> str:
 
 
 
+UNESCAPED_KEYS = ("hovertemplate", "meta")  # a plotly template of our own; machine-read labels (never drawn)
+
+
+def plotly_text(value: Any) -> Any:
+    """Every string plotly will draw (names, titles, ticks, hover text) with ``& < >`` as entities: plotly reads a
+    few HTML tags in them (<b>, <a href=...>), and a stimulus or set name must show as written."""
+    if isinstance(value, str):
+        return html.escape(value, quote=False)
+    if isinstance(value, dict):
+        return {k: v if k in UNESCAPED_KEYS else plotly_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plotly_text(v) for v in value]
+    return value
+
+
 def figure_div(fig_id: str, figure: dict[str, Any], **attrs: str) -> str:
-    """A plotly figure as a ``div.plot`` (with ``data-*`` attributes) and its JSON in ``<script id=FIG_ID-json>``."""
+    """A plotly figure as a ``div.plot`` (with ``data-*`` attributes) and its JSON in ``<script id=FIG_ID-json>``
+    (its drawn strings escaped by ``plotly_text``)."""
+    figure = plotly_text(figure)
     data = "".join(f' data-{k.replace("_", "-")}="{text(v)}"' for k, v in sorted(attrs.items()))
     return (f'<div class="plot" id="{text(fig_id)}"{data}></div>'
             f'<script type="application/json" id="{text(fig_id)}-json">{script_json(figure)}</script>')

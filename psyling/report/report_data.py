@@ -12,6 +12,7 @@ import pandas as pd
 from ..errors import PsylingError
 from ..runs import ANALYSIS, read_manifest, read_run, read_table, run_sets
 from ..stats.human import mean_ci
+from ..stimuli.formula import FormulaError, Node, Term, parse_formula
 from .plots import empty_regions
 
 ANALYSIS_READ = ("comparison", "mixed", "verdicts")
@@ -130,6 +131,45 @@ def profile(run: ReportRun, set_name: str) -> pd.DataFrame:
             rows.append({"condition": cond, "region_number": int(number), "region": names[number],
                          "n": int(values.notna().sum()), "mean": mean, "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows, columns=["condition", "region_number", "region", "n", "mean", "ci_low", "ci_high"])
+
+
+def item_points(run: ReportRun, set_name: str, region: str) -> pd.DataFrame:
+    """Each item's surprisal at ``region`` per condition (a region without text is NaN, not a measurement):
+    columns condition, item, item_index (the item's position in the run), surprisal; conditions in set order."""
+    regions = run.table("regions")
+    cells = regions[(regions["set"] == set_name) & (regions["region"] == region)]
+    cells = cells.assign(surprisal=cells["surprisal"].mask(empty_regions(cells)))
+    position = {item: k for k, item in enumerate(dict.fromkeys(cells["item"]))}
+    rows = [cells[cells["condition"] == cond] for cond in run.conditions(set_name)]
+    table = pd.concat(rows) if rows else cells.iloc[:0]
+    points = pd.DataFrame({"condition": table["condition"], "item": table["item"],
+                           "item_index": table["item"].map(position), "surprisal": table["surprisal"]})
+    return points.reset_index(drop=True)
+
+
+def _terms(node: Node) -> list[Term]:
+    """The (region; %condition%) terms of a parsed formula, left to right."""
+    if isinstance(node, Term):
+        return [node]
+    return [t for child in ("operand", "left", "right") if hasattr(node, child) for t in _terms(getattr(node, child))]
+
+
+def predicted_region(run: ReportRun, set_name: str) -> str:
+    """The first named (or numbered) region the set's predictions compare, or "" when they only use ``*``."""
+    regions = run.table("regions")
+    names = regions.loc[regions["set"] == set_name].drop_duplicates("region_number")
+    by_number = {str(k): r for k, r in zip(names["region_number"], names["region"])}
+    predictions = run.table("predictions")
+    for formula in dict.fromkeys(predictions.loc[predictions["set"] == set_name, "prediction"]):
+        try:
+            terms = _terms(parse_formula(formula))
+        except FormulaError:
+            continue
+        for term in terms:
+            region = by_number.get(term.region.strip(), term.region.strip())
+            if region in set(names["region"]):
+                return region
+    return ""
 
 
 def human_comparison(runs: Sequence[ReportRun], set_name: str) -> pd.DataFrame:
