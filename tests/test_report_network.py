@@ -221,3 +221,15 @@ def test_mediation_nie_per_layer_and_ablation_table(tmp_path, tiny_model_dir):
         assert trace["y"] == pytest.approx(rows.sort_values("layer")["nie"].tolist(), abs=1e-9)
     ablation = pd.read_parquet(ablated / "ablation.parquet")
     assert 'download="ablation.csv"' in html and html.count("<tr>") >= len(ablation) + 1
+
+
+def test_report_command_takes_runs_and_experiment_folders(scored, patched, sae_folders, tmp_path):
+    out = tmp_path / "report.html"
+    assert main(["report", str(scored), str(patched), *map(str, sae_folders), "--out", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert '<section id="network">' in page and '<a href="#network">Inside the network</a>' in page
+    for ident in ("probe-0", "lens-0", "encode-0", "patching-0", "sae-0", "sae-l0-fvu"):
+        assert f'id="{ident}-json"' in page
+    repro = page[page.index('<section id="reproducibility">'):]
+    assert "(patching)</h3>" in repro and "(sae-features)</h3>" in repro  # each experiment's manifest
+    assert page.count('class="set"') == 1  # the experiments add no set sections of their own

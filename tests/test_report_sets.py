@@ -182,3 +182,15 @@ def test_item_and_forest_charts_drawn_in_a_real_browser(page, tmp_path):
         assert chart["drawn"] == len(expected)
         assert [t["meta"] for t in chart["traces"]] == [t["meta"] for t in expected]
         assert [t["y"] for t in chart["traces"]] == [t["y"] for t in expected]
+
+
+def test_mixed_model_shows_the_fit_once_and_one_row_per_term(runs, page):
+    mixed = pd.read_parquet(runs[0] / "analysis" / "mixed.parquet")
+    rows = mixed[mixed["set"] == "garden_path_npz"]
+    shown = section(page, 0)
+    shown = shown[shown.index("<h3>Mixed model"):]
+    fit, terms = re.findall(r"<table class=\"sortable\">(.*?)</table>", shown)[:2]
+    assert "<td>random_effects</td>" in fit and "<td>converged</td>" in fit  # one value for the whole fit
+    assert terms.count("<tr>") == 1 + len(rows)  # header + one row per term
+    assert all(f"<td>{html.escape(t)}</td>" in terms for t in rows["term"])
+    assert "<th>random_effects</th>" not in terms and "<th>estimate</th>" in terms

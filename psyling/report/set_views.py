@@ -61,12 +61,16 @@ def short_cell(value: Any) -> str:
     return table_cell(value)
 
 
-def short_table(table: pd.DataFrame, name: str) -> str:
-    """``html_table`` with long text cells shortened on screen (``short_cell``); the CSV keeps the full text."""
+def short_rows(table: pd.DataFrame) -> str:
+    """A sortable HTML table with long text cells shortened on screen (``short_cell``)."""
     head = "".join(f"<th>{text(c)}</th>" for c in table.columns)
     body = "".join("<tr>" + "".join(short_cell(v) for v in row) + "</tr>" for row in table.itertuples(index=False))
-    return (f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-            + csv_link(table, name))
+    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def short_table(table: pd.DataFrame, name: str) -> str:
+    """``html_table`` with long text cells shortened on screen (``short_cell``); the CSV keeps the full text."""
+    return short_rows(table) + csv_link(table, name)
 
 
 def profile_traces(runs: Sequence[ReportRun], set_name: str) -> tuple[list[dict[str, Any]], list[str]]:
@@ -241,14 +245,28 @@ def human_panel(runs: Sequence[ReportRun], set_name: str, index: int, static: bo
             html_table(human, f"human_{set_name}"), "</div>"]
 
 
+def fit_columns(table: pd.DataFrame) -> list[str]:
+    """The columns that describe the whole fit (one value on every row: region, convergence, random effects,
+    warnings ...), as opposed to its terms."""
+    if len(table) < 2:
+        return [c for c in table.columns if c not in ("term", "estimate", "std_error", "df", "t", "p_value",
+                                                        "ci_low", "ci_high", "coding")]
+    return [c for c in table.columns if table[c].astype(str).nunique() == 1]
+
+
 def mixed_tables(runs: Sequence[ReportRun], set_name: str) -> list[str]:
-    """Each run's mixed-model table of the set (long text cells shortened on screen)."""
+    """Each run's mixed model of the set: what describes the fit as a two-column table, then one row per term
+    (long text cells shortened on screen); the CSV holds every column of every row."""
     parts = []
     for run in runs:
         mixed = run.table("mixed")
-        if mixed is not None and (mixed["set"] == set_name).any():
-            parts += [f"<h3>Mixed model ({text(run.label)})</h3>",
-                      short_table(mixed[mixed["set"] == set_name].drop(columns=["set"]), f"mixed_{set_name}")]
+        if mixed is None or not (mixed["set"] == set_name).any():
+            continue
+        rows = mixed[mixed["set"] == set_name].drop(columns=["set"]).reset_index(drop=True)
+        shared = fit_columns(rows)
+        fit = pd.DataFrame({"fit": shared, "value": [rows[c].iloc[0] for c in shared]})
+        parts += [f"<h3>Mixed model ({text(run.label)})</h3>", short_rows(fit), short_rows(rows.drop(columns=shared)),
+                  csv_link(rows, f"mixed_{set_name}")]
     return parts
 
 
