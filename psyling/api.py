@@ -177,9 +177,11 @@ def _score_set(stim: StimulusSet, scorer: Scorer, store: Optional[ScoreStore], w
 
 
 def _score_sets(loaded: LoadedStimuli, scorer: Scorer, store: Optional[ScoreStore],
-                writer: Optional[ActivationWriter], measure: str) -> _Scored:
-    """Score every set; a set that fails (e.g. cannot be aligned) is reported in ``errors``, the others go on."""
-    scored = _Scored(errors=list(loaded.errors))
+                writer: Optional[ActivationWriter], measure: str,
+                invariance: Optional[dict[str, Any]] = None) -> _Scored:
+    """Score every set; a set that fails (e.g. cannot be aligned) is reported in ``errors``, the others go on.
+    ``invariance``: a check already made with this scorer (else the first set scored makes one)."""
+    scored = _Scored(errors=list(loaded.errors), invariance=invariance)
     count = scorer.count_tokens
     desc = f"scoring {len(loaded.sets)} set{'s' * (len(loaded.sets) != 1)}"
     with run_progress(desc, shown=bool(scorer.progress)) as display:
@@ -299,21 +301,38 @@ def run(config: Union[RunConfig, ModelSpec, str, LanguageModel] = DEFAULT_MODEL,
         lm = lm if lm is not None else load(config.model)
         seconds = {"started": started, "load": time.perf_counter() - t0}
         scorer = make_scorer(lm, config.scoring, progress)
-        store = ScoreStore.open(scorer.fingerprint(), read=config.resume) if config.cache or config.resume else None
-        activations = _activation_writer(config, scorer, writer)
-        scored = _score_sets(loaded, scorer, store, activations, config.measure)
-        tables, lens = scored.tables()
-        manifest = _manifest(config, scorer, store, loaded, scored, seconds)
-        manifest["settings"]["measures"] = measures_record(config.measure, scored.sets, tables["regions"],
-                                                           "model tokens")
-        if activations is not None:
-            manifest["activations"] = {**activations.spec, "folder": "activations"}
-            activations.close(manifest["activations"])
-        result = RunResult(**tables, summary=summarise(tables["predictions"], scored.sets), manifest=manifest,
-                           errors=scored.errors, lens=lens)
+        result = _scored_result(config, scorer, loaded, _activation_writer(config, scorer, writer), seconds)
         if writer is not None:
-            writer.commit(manifest, result.tables(), result.summary)
+            writer.commit(result.manifest, result.tables(), result.summary)
     return result
+
+
+def score_with(config: RunConfig, scorer: Scorer, sets: Sequence[StimulusSet] = (),
+               invariance: Optional[dict[str, Any]] = None) -> RunResult:
+    """Score ``sets`` and ``config``'s stimuli with a scorer already made for its model and scoring options (a
+    sweep worker keeps one per model and settings), in memory, without activation capture; ``invariance``: the
+    invariance check already made with this scorer (recorded instead of a new one)."""
+    if config.scoring.capture is not None:
+        raise PsylingError("score_with does not capture activations: use psyling.run with out=...")
+    seconds = {"started": time.perf_counter(), "load": 0.0}
+    return _scored_result(config, scorer, _load_sets(config, list(sets)), None, seconds, invariance)
+
+
+def _scored_result(config: RunConfig, scorer: Scorer, loaded: LoadedStimuli, activations: Optional[ActivationWriter],
+                   seconds: dict[str, float], invariance: Optional[dict[str, Any]] = None) -> RunResult:
+    """Score the loaded sets (through the score cache when the config keeps one) and assemble the result with
+    its manifest; ``activations`` is closed with the manifest's entry."""
+    store = ScoreStore.open(scorer.fingerprint(), read=config.resume) if config.cache or config.resume else None
+    scored = _score_sets(loaded, scorer, store, activations, config.measure, invariance)
+    tables, lens = scored.tables()
+    manifest = _manifest(config, scorer, store, loaded, scored, seconds)
+    manifest["settings"]["measures"] = measures_record(config.measure, scored.sets, tables["regions"],
+                                                       "model tokens")
+    if activations is not None:
+        manifest["activations"] = {**activations.spec, "folder": "activations"}
+        activations.close(manifest["activations"])
+    return RunResult(**tables, summary=summarise(tables["predictions"], scored.sets), manifest=manifest,
+                     errors=scored.errors, lens=lens)
 
 
 def evaluate(surprisal: Union[str, Path], stimuli: Sequence[Union[str, Path]] = (), battery: Optional[str] = None,

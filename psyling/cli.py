@@ -935,10 +935,16 @@ def _sae_parser(sub: Sub) -> None:
         add(sae)
 
 
+def _sweep_parser(sub: Sub) -> None:
+    from .sweep.commands import add_sweep_parser
+
+    add_sweep_parser(sub)
+
+
 COMMANDS: tuple[Callable[[Sub], None], ...] = (
     _run_parser, _lens_parser, _check_parser, _evaluate_parser, _analyze_parser, _compare_parser, _report_parser,
-    _probe_parser,
-    _encode_parser, _patch_parser, _mediate_parser, _ablate_parser, _steer_parser, _sae_parser, _reproduce_parser, _stimuli_parsers, _tool_parsers)
+    _probe_parser, _encode_parser, _patch_parser, _mediate_parser, _ablate_parser, _steer_parser, _sae_parser,
+    _sweep_parser, _reproduce_parser, _stimuli_parsers, _tool_parsers)
 
 
 def build_parser() -> argparse.ArgumentParser:

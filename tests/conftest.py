@@ -50,3 +50,19 @@ def tiny_model_dir(tmp_path_factory, bpe_llama):
     bpe_llama.model.save_pretrained(folder)
     bpe_llama.tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def sweep_file(tmp_path_factory):
+    """A sweep over two tiny models x two checkpoints x two core sets (tests/sweep_cases.py): 8 cells."""
+    from sweep_cases import make_sweep_file
+
+    return make_sweep_file(tmp_path_factory.mktemp("sweep"))
+
+
+@pytest.fixture(scope="session")
+def local_store(sweep_file, tmp_path_factory):
+    """That sweep run by the local executor."""
+    from sweep_cases import make_local_store
+
+    return make_local_store(sweep_file, tmp_path_factory.mktemp("local") / "store")

@@ -5,6 +5,7 @@ on an ordinary tiny model it only correlates."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel

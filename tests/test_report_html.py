@@ -59,6 +59,7 @@ def figures(page):
 
 def test_self_contained_and_deterministic(runs, page, tmp_path):
     assert "http://" not in page and "https://" not in page
+    assert re.search("cdn", page, re.IGNORECASE) is None  # plotly's map-tile and topojson CDNs are blanked
     assert "Plotly.newPlot" in page and len(page) > 1_000_000  # plotly.js inlined
     again = build_report(runs, tmp_path / "again.html")
     assert again.read_text(encoding="utf-8") == page

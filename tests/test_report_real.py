@@ -33,6 +33,8 @@ def test_report_of_two_models_in_a_real_browser(runs, tmp_path):
         pytest.skip(BROWSER_MISSING)
     path = build_report(runs, tmp_path / "report.html")
     assert path.stat().st_size < 10 * 2**20
+    page = path.read_text(encoding="utf-8")
+    assert "http://" not in page and "https://" not in page and "cdn" not in page.lower()
     regions = {alias: pd.read_parquet(r / "regions.parquet") for alias, r in zip(("smollm2-135m", "gemma3-270m"), runs)}
     comparison = pd.read_parquet(runs[0] / "analysis" / "comparison.parquet")
     with open_page(path, ready_js=PLOTTED) as page:

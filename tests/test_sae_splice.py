@@ -1,7 +1,6 @@
 """Splicing an SAE into the forward pass: identities (x_hat = x recovers exactly 1, zeros 0, an untouched edit
 reproduces the run bitwise), CE/KL against a hand loop, effect preservation and feature ablation."""
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 

@@ -37,13 +37,15 @@ Plotly.newPlot(div,fig.data,fig.layout,fig.config);});"""
 
 def plotly_bundle() -> str:
     """plotly.js from the installed plotly package, with the web addresses in its strings, comments and regular
-    expressions written ``http:\\/\\/`` (the same string to JavaScript) and ``</`` as ``<\\/``."""
+    expressions written ``http:\\/\\/`` (the same string to JavaScript) and ``</`` as ``<\\/``. The content
+    delivery networks its map and geo traces would fetch from (topojson, map styles, icons; never used here) are
+    replaced by ``about:blank``, so the page names no CDN and could not reach one."""
     try:
         from plotly.offline import get_plotlyjs
     except ImportError:
         raise PsylingError("psyling report: plotly is not installed (pip install 'psyling[report]', or use "
                            "--static)") from None
-    js = get_plotlyjs()
+    js = re.sub(r"https?://[^\"'`\s]*cdn[^\"'`\s]*", "about:blank", get_plotlyjs(), flags=re.IGNORECASE)
     return re.sub(r"(https?):/{2}", r"\1:\\/\\/", js).replace("</", "<\\/")
 
 
