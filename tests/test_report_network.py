@@ -233,3 +233,13 @@ def test_report_command_takes_runs_and_experiment_folders(scored, patched, sae_f
     repro = page[page.index('<section id="reproducibility">'):]
     assert "(patching)</h3>" in repro and "(sae-features)</h3>" in repro  # each experiment's manifest
     assert page.count('class="set"') == 1  # the experiments add no set sections of their own
+
+
+def test_long_tables_fold_under_their_chart(scored, patched, section):
+    from psyling.report.network import FOLD_ROWS
+
+    probe = pd.read_parquet(scored / "interp" / "probe_number.parquet")
+    summary = pd.read_parquet(patched / "patching_summary.parquet")
+    assert len(probe) <= FOLD_ROWS < len(summary)
+    assert f"the table ({len(probe)} rows)" not in section  # short: shown open
+    assert f"<details><summary>the table ({len(summary)} rows)</summary>" in section

@@ -27,6 +27,7 @@ EXPERIMENT_KINDS = ("patching", "mediation", "causal_probes", "ablation", "sae",
 PROBE_METRICS = ("accuracy", "control_accuracy", "selectivity")
 TOP_LATENTS = 10
 SUMMARY_TABLES = {"causal_probes": ("causal_probes_summary",), "ablation": ("ablation", "faithfulness")}
+FOLD_ROWS = 12  # a longer table is folded under its chart
 
 
 @dataclass
@@ -127,8 +128,11 @@ def _png_figure(fig: Any, alt: str) -> str:
 
 
 def _block(title: str, caption: str, chart: str, table: Optional[pd.DataFrame], name: str) -> str:
-    """One subsection: heading, one-sentence caption, chart and the table with its CSV link."""
+    """One subsection: heading, one-sentence caption, chart and the table with its CSV link (folded, to open on
+    a click, when it is longer than FOLD_ROWS)."""
     shown = "" if table is None else html_table(table, name)
+    if table is not None and len(table) > FOLD_ROWS:
+        shown = f"<details><summary>the table ({len(table)} rows)</summary>{shown}</details>"
     return f'<div class="network-block"><h4>{text(title)}</h4><p>{text(caption)}</p>{chart}{shown}</div>'
 
 
