@@ -11,20 +11,10 @@ import psyling
 from psyling.report.overview import overview, phenomenon_accuracy, verdict_cell, verdicts
 from psyling.report.report_data import read_report_runs
 from psyling.stats import wilson_interval
+from small_sets import verb_set_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 NPZ = REPO / "stimuli" / "sets" / "garden_path_npz.yaml"
-SET_YAML = """schema_version: 1
-name: {name}
-phenomenon: shared_agreement
-license: CC-BY-4.0
-citation: written for this test
-items: {name}.csv
-regions: [start, verb, end]
-conditions: [good, bad]
-predictions:
-  - "(verb;%bad%) > (verb;%good%)"
-"""
 # the "bad" verb is longer in item 2 only, so the tiny random models pass some items and fail others
 ITEMS = [("The cat", "sleeps", "sleep"), ("The dog", "ran", "running"), ("A bird", "sings", "sing")]
 BATTERY = """name: tinygym
@@ -40,7 +30,7 @@ PHENOMENA = {"set_a": "shared_agreement", "set_b": "shared_agreement", "garden_p
 
 
 def write_set(folder, name, n_items):
-    (folder / f"{name}.yaml").write_text(SET_YAML.format(name=name))
+    (folder / f"{name}.yaml").write_text(verb_set_yaml(name, "shared_agreement"))
     rows = [f"{k + 1},{cond},{start},{verb},on the mat." for k, (start, good, bad) in enumerate(ITEMS[:n_items])
             for cond, verb in (("good", good), ("bad", bad))]
     (folder / f"{name}.csv").write_text("item,condition,start,verb,end\n" + "\n".join(rows) + "\n")

@@ -6,18 +6,8 @@ import pytest
 from psyling.errors import PsylingError
 from psyling.sweep.plan import format_plan, plan
 from psyling.sweep.spec import load_sweep
+from small_sets import verb_set_yaml
 
-SET_YAML = """schema_version: 1
-name: {name}
-phenomenon: agreement
-license: CC-BY-4.0
-citation: written for this test
-items: {name}.csv
-regions: [start, verb, end]
-conditions: [good, bad]
-predictions:
-  - "(verb;%bad%) > (verb;%good%)"
-"""
 SET_CSV = """item,condition,start,verb,end
 1,good,The key to the cabinets,is,on the table.
 1,bad,The key to the cabinets,are,on the table.
@@ -44,7 +34,7 @@ def sweep_dir(tmp_path, tiny_model_dir, monkeypatch):
         shutil.copytree(tiny_model_dir, tmp_path / "ckpt" / f"checkpoint-{step}")
     (tmp_path / "sets").mkdir()
     for name in ("alpha", "beta"):
-        (tmp_path / "sets" / f"{name}.yaml").write_text(SET_YAML.format(name=name))
+        (tmp_path / "sets" / f"{name}.yaml").write_text(verb_set_yaml(name, "agreement"))
         (tmp_path / "sets" / f"{name}.csv").write_text(SET_CSV)
     (tmp_path / "sweep.yaml").write_text(SWEEP)
     return tmp_path
