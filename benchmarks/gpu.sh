@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Scoring throughput on a CUDA machine: psyling vs plain transformers vs minicons vs lm-eval, float32 and
-# bfloat16, 2000 BLiMP pairs at batch 256, best of 3 (each dtype capped at 150 s: under 5 minutes).
+# bfloat16, 2000 BLiMP pairs at batch 256, best of 3 (each dtype capped at 150 s), then the sweep overhead: the core
+# battery through the Ray executor (one actor on the GPU) against psyling run (capped at 180 s; under 8 minutes).
 #
 #   bash benchmarks/gpu.sh [DATA_ROOT]
 #
@@ -50,3 +51,13 @@ for DTYPE in float32 bfloat16; do
         echo "warning: the $DTYPE run failed or ran past 150 s" >&2
     fi
 done
+
+echo "== sweep overhead: the core battery through the Ray executor vs psyling run, cuda"
+if python3 -c "import ray" 2>/dev/null; then
+    if ! timeout 180 python3 benchmarks/sweep_overhead.py --model "$MODEL" --device cuda --max-items 30 --num-cpus 4 \
+            --no-local 2>&1 | grep -v "^Loading weights\|^Writing"; then
+        echo "warning: the sweep overhead run failed or ran past 180 s" >&2
+    fi
+else
+    echo "note: ray is not installed (pip install 'psyling[sweep]'); leaving the sweep overhead out" >&2
+fi

@@ -1,6 +1,7 @@
 """Benchmark: the core battery on one model through a sweep (Ray and local executors) against ``psyling.run``.
 
-    python3 benchmarks/sweep_overhead.py [--model smollm2-135m] [--max-items 10] [--num-cpus 2] [--no-local]
+    python3 benchmarks/sweep_overhead.py [--model smollm2-135m] [--max-items 10] [--device cpu|cuda] [--num-cpus 2]
+        [--no-local]
 
 The same work both ways, score cache off in both: (a) ``psyling.run(model, battery="core", max_items=N,
 cache=False)``, model load included; (b) a sweep file with that model x ``batteries: [core]`` x ``max_items: N``
@@ -38,19 +39,19 @@ class Timing:
     cell_s: Optional[float] = None
 
 
-def time_run(model: str, max_items: int) -> Timing:
+def time_run(model: str, max_items: int, device: str) -> Timing:
     """``psyling.run`` on the core battery, model load included."""
     t0 = time.perf_counter()
-    result = psyling.run(model, battery="core", max_items=max_items, cache=False, progress=False)
+    result = psyling.run(model, battery="core", max_items=max_items, cache=False, progress=False, device=device)
     seconds = time.perf_counter() - t0
     return Timing("psyling.run", seconds, int(result.manifest["timings"]["tokens_scored"]))
 
 
-def write_sweep(folder: Path, model: str, max_items: int) -> Path:
-    """A sweep file: one model x the core battery x ``max_items``, score cache off."""
+def write_sweep(folder: Path, model: str, max_items: int, device: str) -> Path:
+    """A sweep file: one model x the core battery x ``max_items`` on ``device``, score cache off."""
     path = folder / "overhead.yaml"
     path.write_text(f"name: overhead\nmodels:\n  - name: {model}\nbatteries: [core]\nmax_items: {max_items}\n"
-                    "cache: false\n")
+                    f"cache: false\ndevice: {device}\n")
     return path
 
 
@@ -112,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--max-items", type=int, default=10)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (Ray then gives each actor one GPU)")
     parser.add_argument("--num-cpus", type=int, default=2, help="ray.init(num_cpus=...)")
     parser.add_argument("--no-local", action="store_true", help="skip the local executor")
     parser.add_argument("--ray-niceness", type=int, help="RAY_worker_niceness for the actors (default 0, as psyling's "
@@ -128,8 +130,8 @@ def main() -> None:
         folder = Path(tmp)
         os.environ["PSYLING_CACHE"] = str(folder / "cache")  # the sweep's digest cache starts cold, in tmp
         load_model(args.model)  # untimed: page cache and imports warm for every variant
-        base = time_run(args.model, args.max_items)
-        sweep, cold_s, warm_s = time_plan(write_sweep(folder, args.model, args.max_items))
+        base = time_run(args.model, args.max_items, args.device)
+        sweep, cold_s, warm_s = time_plan(write_sweep(folder, args.model, args.max_items, args.device))
         ray_timing, init_s, threads = time_ray(sweep, folder / "store-ray", args.num_cpus)
         rows = [Timing("sweep, ray incl. ray.init", ray_timing.seconds + init_s, ray_timing.tokens,
                        ray_timing.load_s, ray_timing.cell_s), ray_timing]
