@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import math
 from typing import Any, Sequence
@@ -81,3 +82,19 @@ def figure_div(fig_id: str, figure: dict[str, Any], **attrs: str) -> str:
     data = "".join(f' data-{k.replace("_", "-")}="{text(v)}"' for k, v in sorted(attrs.items()))
     return (f'<div class="plot" id="{text(fig_id)}"{data}></div>'
             f'<script type="application/json" id="{text(fig_id)}-json">{script_json(figure)}</script>')
+
+
+def png_img(png: bytes, alt: str) -> str:
+    """PNG bytes as an ``<img class="static-plot">`` with a data URI (the static report's charts)."""
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img class="static-plot" alt="{text(alt)}" src="data:image/png;base64,{data}">'
+
+
+def figure_img(fig: Any, alt: str) -> str:
+    """A matplotlib figure as ``png_img`` (no Software tag, so the bytes repeat); the figure is closed."""
+    from .plots import _pyplot
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    _pyplot().close(fig)
+    return png_img(buffer.getvalue(), alt)

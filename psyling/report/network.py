@@ -3,8 +3,6 @@
 results, as plotly figures (``static``: the PNGs of ``interp_plots``, ``circuit_plots`` and ``sae_plots``)."""
 from __future__ import annotations
 
-import base64
-import io
 import json
 import tempfile
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from ..errors import PsylingError
 from ..interp.lens import lens_accuracy
 from ..runs import check_run, read_manifest
 from .circuit_plots import COLOURBAR, _grid, _is_unit, _region_columns, layer_region_heatmap
-from .html_parts import COLOURS, DASHES, PLOT_CONFIG, figure_div, finite, html_table, text
+from .html_parts import COLOURS, DASHES, PLOT_CONFIG, figure_div, figure_img, finite, html_table, png_img, text
 from .interp_plots import layer_curve, prediction_chance
 from .report_data import ReportRun
 from .sae_plots import ALPHA, _top, l0_fvu_figure, top_latents_figure
@@ -108,23 +106,11 @@ class FigureIds:
 
 
 def _png_file(draw: Callable[[Path], Any], alt: str) -> str:
-    """A PNG that ``draw`` writes to a path, as an <img> with a data URI."""
+    """A PNG that ``draw`` writes to a path (the PNG functions of ``psyling analyze``), as ``png_img``."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "plot.png"
         draw(path)
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img class="static-plot" alt="{text(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _png_figure(fig: Any, alt: str) -> str:
-    """A matplotlib figure as an <img> with a data URI."""
-    from .plots import _pyplot
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    _pyplot().close(fig)
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img class="static-plot" alt="{text(alt)}" src="data:image/png;base64,{data}">'
+        return png_img(path.read_bytes(), alt)
 
 
 def _block(title: str, caption: str, chart: str, table: Optional[pd.DataFrame], name: str) -> str:
@@ -423,7 +409,7 @@ def sae_point_block(points: pd.DataFrame, static: bool) -> str:
     """The L0 against FVU scatter (log L0), one labelled point per SAE, and its table."""
     if static:
         shown = points[(points["l0"] > 0) & np.isfinite(points["fvu"])]
-        chart = _png_figure(l0_fvu_figure(shown), "L0 vs FVU") if len(shown) else "<p>(no positive L0)</p>"
+        chart = figure_img(l0_fvu_figure(shown), "L0 vs FVU") if len(shown) else "<p>(no positive L0)</p>"
     else:
         trace = {"type": "scatter", "mode": "markers+text", "x": finite(points["l0"]), "y": finite(points["fvu"]),
                  "text": list(points["label"]), "textposition": "top right", "meta": {"what": "l0_fvu"},
@@ -470,7 +456,7 @@ def sae_feature_blocks(experiment: Experiment, ids: FigureIds, static: bool) -> 
         top = top_latents(contrast, set_name)
         title = f"{set_name}: top SAE latents ({experiment.label})"
         if static:
-            chart = _png_figure(top_latents_figure(contrast, set_name, TOP_LATENTS), title)
+            chart = figure_img(top_latents_figure(contrast, set_name, TOP_LATENTS), title)
         else:
             layout = {"title": {"text": title}, "xaxis": {"title": {"text": "latent"}, "type": "category"},
                       "yaxis": {"title": {"text": "d_z (level b − level a)"}}, "margin": {"t": 50},

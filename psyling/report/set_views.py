@@ -3,15 +3,14 @@ item-level points at the critical region, a forest plot of the model's effect be
 and the mixed-model table (long text cells shortened on screen, kept whole in the CSV)."""
 from __future__ import annotations
 
-import base64
-import io
 import json
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .html_parts import COLOURS, DASHES, PLOT_CONFIG, csv_link, figure_div, finite, html_table, table_cell, text
+from .html_parts import (COLOURS, DASHES, PLOT_CONFIG, csv_link, figure_div, figure_img, finite, html_table,
+                         table_cell, text)
 from .plots import condition_styles
 from .report_data import ReportRun, design, human_comparison, item_points, predicted_region, profile
 
@@ -112,17 +111,6 @@ def profile_figure(runs: Sequence[ReportRun], set_name: str, critical: str, fig_
     return figure_div(fig_id, figure, set=set_name, model=json.dumps(models), critical=critical)
 
 
-def png_image(fig: Any, alt: str) -> str:
-    """A matplotlib figure as an <img> with a PNG data URI (no Software tag, so the bytes repeat); closes it."""
-    from .plots import _pyplot
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    _pyplot().close(fig)
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img class="static-plot" alt="{text(alt)}" src="data:image/png;base64,{data}">'
-
-
 def static_figure(runs: Sequence[ReportRun], set_name: str, critical: str) -> str:
     """The region chart as a PNG (matplotlib) in a data URI."""
     from .plots import _pyplot
@@ -143,7 +131,7 @@ def static_figure(runs: Sequence[ReportRun], set_name: str, critical: str) -> st
     ax.set_title(set_name)
     ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    return png_image(fig, f"{set_name} region profile")
+    return figure_img(fig, f"{set_name} region profile")
 
 
 def item_traces(runs: Sequence[ReportRun], set_name: str, region: str) -> tuple[list[dict[str, Any]], list[str]]:
