@@ -3,48 +3,20 @@ import base64
 import json
 import math
 import re
-from pathlib import Path
 
 import pytest
 
-import psyling
 from psyling.cli import main
 from psyling.report.html import build_report
+from report_cases import write_report_runs
 
-REPO = Path(__file__).resolve().parents[1]
-SETS = [REPO / "stimuli" / "sets" / "garden_path_npz.yaml", REPO / "stimuli" / "sets" / "agreement_simple.yaml"]
-MARKUP_YAML = """schema_version: 1
-name: markup_set
-phenomenon: markup_check
-license: CC-BY-4.0
-citation: written for this test
-items: markup_set.csv
-regions: [start, verb, end]
-conditions: [good, bad]
-predictions:
-  - "(verb;%bad%) > (verb;%good%)"
-"""
-MARKUP_CSV = """item,condition,start,verb,end
-1,good,The cat <script>window.__canary=1</script>,sleeps,on the mat.
-1,bad,The cat <script>window.__canary=1</script>,sleep,on the mat.
-2,good,The dog <b>bold</b>,barks,at night.
-2,bad,The dog <b>bold</b>,bark,at night.
-"""
 FIGURE = re.compile(r'<script type="application/json" id="(profile-\d+)-json">(.*?)</script>', re.S)
 EVERY_FIGURE = re.compile(r'<script type="application/json" id="([a-z-]+-\d+)-json">(.*?)</script>', re.S)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, bpe_llama, bpe_gpt2):
-    folder = tmp_path_factory.mktemp("report")
-    (folder / "markup_set.yaml").write_text(MARKUP_YAML)
-    (folder / "markup_set.csv").write_text(MARKUP_CSV)
-    stimuli = [*SETS, folder / "markup_set.yaml"]
-    first, second = folder / "llama", folder / "gpt2"
-    psyling.run(bpe_llama, stimuli, out=first, progress=False, max_items=4)
-    psyling.run(bpe_gpt2, stimuli, out=second, progress=False, max_items=4)
-    psyling.analyze(first, linking="none", plots=False, progress=False)
-    return [first, second]
+    return write_report_runs(tmp_path_factory.mktemp("report"), bpe_llama, bpe_gpt2)
 
 
 @pytest.fixture(scope="module")

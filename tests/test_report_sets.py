@@ -4,48 +4,19 @@ import base64
 import html
 import json
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-import psyling
 from psyling.report.html import build_report
 from psyling.report.report_data import read_report_runs
 from psyling.report.set_views import SHORT_CELL, forest_traces, region_colours, set_section, short_table
-
-REPO = Path(__file__).resolve().parents[1]
-SETS = [REPO / "stimuli" / "sets" / "garden_path_npz.yaml", REPO / "stimuli" / "sets" / "agreement_simple.yaml"]
-MARKUP_YAML = """schema_version: 1
-name: markup_set
-phenomenon: markup_check
-license: CC-BY-4.0
-citation: written for this test
-items: markup_set.csv
-regions: [start, verb, end]
-conditions: [good, bad]
-predictions:
-  - "(2;%bad%) > (2;%good%)"
-"""
-MARKUP_CSV = """item,condition,start,verb,end
-1,good,The cat <script>window.__canary=1</script>,sleeps,on the mat.
-1,bad,The cat <script>window.__canary=1</script>,sleep,on the mat.
-2,good,The dog <b>bold</b>,barks,at night.
-2,bad,The dog <b>bold</b>,bark,at night.
-"""
+from report_cases import write_report_runs
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, bpe_llama, bpe_gpt2):
-    folder = tmp_path_factory.mktemp("report_sets")
-    (folder / "markup_set.yaml").write_text(MARKUP_YAML)
-    (folder / "markup_set.csv").write_text(MARKUP_CSV)
-    stimuli = [*SETS, folder / "markup_set.yaml"]
-    first, second = folder / "llama", folder / "gpt2"
-    psyling.run(bpe_llama, stimuli, out=first, progress=False, max_items=4)
-    psyling.run(bpe_gpt2, stimuli, out=second, progress=False, max_items=4)
-    psyling.analyze(first, linking="none", plots=False, progress=False)
-    return [first, second]
+    return write_report_runs(tmp_path_factory.mktemp("report_sets"), bpe_llama, bpe_gpt2, region="2")
 
 
 @pytest.fixture(scope="module")
