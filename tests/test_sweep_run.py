@@ -91,3 +91,35 @@ def test_killed_worker_process_cell_completes_on_retry(sweep_file, local_store, 
     assert marker.exists() and len(outcome.executed) == 8 and not outcome.failed
     assert marker.read_text() in store.done_digests()  # the cell the worker died in was written on retry
     assert_same_store(local_store, store)
+
+
+def test_plan_status_and_collect_commands_read_the_store(sweep_file, local_store, capsys):
+    from psyling.cli import main
+
+    store = ["--store", str(local_store.root)]
+    assert main(["sweep", "plan", str(sweep_file), *store]) == 0
+    assert "cells: 8 total, 8 done, 0 to run" in capsys.readouterr().out
+    assert main(["sweep", "status", str(sweep_file), *store]) == 0
+    out = capsys.readouterr().out
+    assert "8 of 8 cells done, 0 failed" in out and out.count("checkpoint-") == 4  # one line per model revision
+    assert main(["sweep", "collect", str(sweep_file), *store, "--n-boot", "20"]) == 0
+    out = capsys.readouterr().out
+    board = pd.read_parquet(local_store.root / "collect" / "leaderboard.parquet")
+    summary = local_store.read_table("summary")
+    assert len(board) == 8 and sorted(board["accuracy"]) == pytest.approx(sorted(summary["accuracy"]))
+    for (model, revision), accuracy in board.groupby(["model", "revision"])["accuracy"].mean().items():
+        assert f"{model} {revision} [default]: {accuracy:.3f} over 2 sets" in out
+    # two checkpoints per model: no curve is fitted
+    assert "emergence: no learning curve (it needs a model with at least 3 checkpoints of known step)" in out
+
+
+def test_status_lists_a_failed_cell_with_its_error(sweep_file, tmp_path, monkeypatch, capsys):
+    from psyling.cli import main
+
+    monkeypatch.setenv(FAILPOINT_ENV, "raise:garden_path_npz")
+    cells = [c for c in load_sweep(sweep_file).cells if c.model.alias == "gpt2"]
+    execute(cells, SweepStore(tmp_path / "store"), ExecutorConfig("local", progress=False))
+    assert main(["sweep", "status", str(sweep_file), "--store", str(tmp_path / "store")]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 8 cells done, 2 failed" in out
+    assert out.count("failed: gpt2 checkpoint-") == 2 and "injected failure in set garden_path_npz" in out

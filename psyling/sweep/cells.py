@@ -42,11 +42,14 @@ class LoadedModel:
 
 @dataclass
 class Worker:
-    """One worker's state: its id (host:pid), the model it holds, its scorers, and what it has done."""
+    """One worker's state: its id (host:pid), the model it holds, its scorers (by scoring options) with the
+    invariance check each made, the stimulus sets it has read, and what it has done."""
     store: SweepStore
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     held: Optional[LoadedModel] = None
-    scorers: dict[str, tuple[Scorer, Optional[dict]]] = field(default_factory=dict)
+    scorers: dict[str, Scorer] = field(default_factory=dict)
+    checks: dict[str, dict] = field(default_factory=dict)
+    sets: dict[tuple, StimulusSet] = field(default_factory=dict)
     loads: int = 0
     written: int = 0
 
@@ -54,19 +57,26 @@ class Worker:
         """The cell's model, loaded unless it is the one held (the previous one is released first)."""
         key = (cell.model.alias, cell.model.revision)
         if self.held is None or self.held.key != key:
-            self.held, self.scorers = None, {}
+            self.held, self.scorers, self.checks = None, {}, {}
             t0 = time.perf_counter()
             lm = load(cell.config().model)
             self.held = LoadedModel(key, lm, uuid.uuid4().hex[:12], time.perf_counter() - t0)
             self.loads += 1
         return self.held
 
-    def scorer(self, config: RunConfig, lm: LanguageModel) -> tuple[Scorer, Optional[dict]]:
-        """The scorer for these scoring options (made once per model) and the invariance check it made."""
+    def scorer(self, config: RunConfig, lm: LanguageModel) -> tuple[str, Scorer]:
+        """The scorer for these scoring options (made once per model), with its key in ``scorers``/``checks``."""
         key = repr(config.scoring)
         if key not in self.scorers:
-            self.scorers[key] = (make_scorer(lm, config.scoring, progress=False), None)
-        return self.scorers[key]
+            self.scorers[key] = make_scorer(lm, config.scoring, progress=False)
+        return key, self.scorers[key]
+
+    def stimulus_set(self, cell: Cell, config: RunConfig) -> StimulusSet:
+        """The cell's set, read from its file once per worker (the same set serves every model and revision)."""
+        key = (cell.set_path, cell.set_name, config.reader_options)
+        if key not in self.sets:
+            self.sets[key] = cell_set(cell, config)
+        return self.sets[key]
 
     def run_cell(self, cell: Cell) -> Optional[str]:
         """Score one cell and write it (skipped when the store has it); a failure is recorded in the store's
@@ -96,15 +106,14 @@ class Worker:
     def _score(self, cell: Cell, held: LoadedModel) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
         """The cell's store tables and its record (worker, load, timings, tokens, invariance, model digest)."""
         config = cell.config()
-        stim = cell_set(cell, config)
-        scorer, invariance = self.scorer(config, held.lm)
+        stim = self.stimulus_set(cell, config)
+        key, scorer = self.scorer(config, held.lm)
         t0 = time.perf_counter()
-        result = score_with(replace(config, stimuli=()), scorer, [stim], invariance)
+        result = score_with(replace(config, stimuli=()), scorer, [stim], self.checks.get(key))
         if result.errors and result.predictions.empty:
             raise PsylingError(result.errors[0])
-        key = repr(config.scoring)
-        if invariance is None:
-            self.scorers[key] = (scorer, {**result.manifest["invariance_check"], "made_in_cell": cell.digest})
+        if key not in self.checks:
+            self.checks[key] = {**result.manifest["invariance_check"], "made_in_cell": cell.digest}
         timings = result.manifest["timings"]
         summary = result.summary.assign(phenomenon=stim.phenomenon)
         tables = {"summary": summary, "items": item_passes(result.predictions),
@@ -113,19 +122,18 @@ class Worker:
                   "loads_in_worker": self.loads, "seconds": round(time.perf_counter() - t0, 3),
                   "tokens_scored": timings["tokens_scored"], "tokens_per_s": timings["tokens_per_s"],
                   "model_info": result.manifest["model"], "settings": result.manifest["settings"],
-                  "invariance_check": self.scorers[key][1], "errors": result.errors}
+                  "invariance_check": self.checks[key], "errors": result.errors}
         return tables, record
 
 
 def cell_set(cell: Cell, config: RunConfig) -> StimulusSet:
-    """The cell's stimulus set, read from its file and cut to ``max_items``."""
+    """The cell's stimulus set, read from its file (``score_with`` cuts it to ``max_items``)."""
     loaded = gather_stimuli([cell.set_path], None, config.reader_options)
     chosen = [s for s in loaded.sets if s.name == cell.set_name]
     if not chosen:
         raise PsylingError(f"{cell.set_path}: no set named {cell.set_name!r} (found "
                            f"{', '.join(s.name for s in loaded.sets) or 'none'})")
-    stim = chosen[0]
-    return replace(stim, items=stim.items[:config.max_items]) if config.max_items else stim
+    return chosen[0]
 
 
 def _failpoint(cell: Cell) -> None:

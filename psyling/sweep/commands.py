@@ -50,10 +50,9 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if outcome.failed else 0
 
 
-def status_table(sweep: Sweep, store: SweepStore) -> pd.DataFrame:
-    """Per (model, revision): cells, done, failed (not done, with a recorded error), to run."""
+def status_table(sweep: Sweep, store: SweepStore, failures: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, revision): cells, done, failed (not done, with an error in ``failures``), to run."""
     done = store.done_digests()
-    failures = store.failures()
     failed = set() if failures.empty else set(failures.loc[~failures["resolved"], "digest"])
     rows = [{"model": c.model.alias, "revision": c.model.revision, "done": c.digest in done,
              "failed": c.digest not in done and c.digest in failed} for c in sweep.cells]
@@ -65,11 +64,11 @@ def status_table(sweep: Sweep, store: SweepStore) -> pd.DataFrame:
 
 def _status(args: argparse.Namespace) -> int:
     sweep, store = _opened(args)
-    table = status_table(sweep, store)
+    failures = store.failures()
+    table = status_table(sweep, store, failures)
     print(f"sweep {sweep.name} in {store.root}: {int(table['done'].sum())} of {int(table['cells'].sum())} cells "
           f"done, {int(table['failed'].sum())} failed")
     print(table.to_string(index=False))
-    failures = store.failures()
     for row in ([] if failures.empty else failures[~failures["resolved"]].itertuples()):
         print(f"  failed: {row.model} {row.revision} {row.set} [{row.settings}]: {row.error}")
     return 0
