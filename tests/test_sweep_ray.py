@@ -29,6 +29,8 @@ def test_ray_store_equals_local_and_loads_once_per_actor(cluster, sweep_file, lo
     loads = cells.groupby(["worker", "model", "revision"])["load_id"].nunique()
     assert (loads == 1).all() and len(loads) == 4
     assert (cells.groupby(["model", "revision"])["worker"].nunique() == 1).all()  # a group stays on one actor
+    pinned = cells.groupby("worker")["cuda_visible_devices"].agg(set)  # Ray gives each actor its own GPU
+    assert sorted(value for values in pinned for value in values) == ["0", "1"]
 
 
 def test_ray_actor_killed_mid_cell_is_retried(cluster, sweep_file, local_store, tmp_path, monkeypatch):

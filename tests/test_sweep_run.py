@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import psyling
+from psyling.sweep import executors
 from psyling.sweep.cells import FAILPOINT_ENV
 from psyling.sweep.executors import ExecutorConfig, execute
 from psyling.sweep.spec import load_sweep
@@ -38,12 +39,16 @@ def test_each_model_revision_loaded_once_per_worker(local_store):
     assert (loads == 1).all() and len(loads) == 4
 
 
-def test_process_executor_writes_the_same_store(sweep_file, local_store, tmp_path):
+def test_process_executor_writes_the_same_store_one_gpu_per_worker(sweep_file, local_store, tmp_path, monkeypatch):
+    monkeypatch.setattr(executors, "visible_gpus", lambda: 2)  # as on a 2-GPU machine: one worker per GPU
     store = SweepStore(tmp_path / "store")
-    outcome = execute(load_sweep(sweep_file).cells, store, ExecutorConfig("process", workers=2, progress=False))
+    outcome = execute(load_sweep(sweep_file).cells, store, ExecutorConfig("process", progress=False))
     assert len(outcome.executed) == 8
     assert_same_store(local_store, store)
-    assert store.cells()["worker"].nunique() == 2  # two worker processes shared the four groups
+    cells = store.cells()
+    assert cells["worker"].nunique() == 2  # two worker processes shared the four groups
+    pinned = cells.groupby("worker")["cuda_visible_devices"].agg(set)
+    assert sorted(value for values in pinned for value in values) == ["0", "1"]  # each its own GPU, all along
 
 
 def test_injected_error_is_recorded_and_the_others_finish(sweep_file, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ import shutil
 import pytest
 
 from psyling.errors import PsylingError
+from psyling.models.loading import converted_folder, resolve_model
 from psyling.sweep.plan import format_plan, plan
 from psyling.sweep.spec import load_sweep
 from small_sets import verb_set_yaml
@@ -79,6 +80,22 @@ def test_digests_stable_and_local(sweep_dir):
     grown = {(c.model.revision, c.set_name, c.settings_label): c.digest
              for c in load_sweep(sweep_dir / "sweep.yaml").cells}
     assert len(grown) == 12 and {k: grown[k] for k in first} == first
+
+
+@pytest.mark.slow
+def test_plan_counts_tokens_of_an_embedded_model_once_converted(tmp_path):
+    folder = resolve_model("smollm2-135m")[0]  # the conversion the first load makes (once, in psyling's cache)
+    assert converted_folder("smollm2-135m") == folder
+    (tmp_path / "alpha.yaml").write_text(verb_set_yaml("alpha", "agreement"))
+    (tmp_path / "alpha.csv").write_text(SET_CSV)
+    (tmp_path / "sweep.yaml").write_text("name: e\nmodels:\n  - name: smollm2-135m\nsets: [alpha.yaml]\n")
+    table = plan(load_sweep(tmp_path / "sweep.yaml"))
+    assert table["tokens_source"].tolist() == ["counted"]
+    tokenizer = __import__("transformers").AutoTokenizer.from_pretrained(folder)
+    sentences = [line.split(",", 2)[2].replace(",", " ") for line in SET_CSV.splitlines()[1:]]
+    assert table["tokens"].tolist() == [sum(len(tokenizer(s, add_special_tokens=False)["input_ids"])
+                                            for s in sentences)]
+    assert converted_folder("gpt2") is None and converted_folder(str(tmp_path / "missing.gguf")) is None
 
 
 def test_plan_counts_tokens(sweep_dir):

@@ -90,10 +90,29 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
+def _conversion_folder(gguf: Path, sha: str) -> Path:
+    """Where a GGUF file's safetensors conversion lives in the cache."""
+    return cache_dir() / "models" / f"{gguf.stem}-{sha[:12]}"
+
+
+def _is_converted(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def converted_folder(spec: str) -> Path | None:
+    """The safetensors folder an embedded alias or a .gguf file has already been converted into; None if it has
+    not been yet, or for other models. Converts nothing (``sweep plan`` reads the tokenizer from it)."""
+    gguf = EMBEDDED[spec].gguf_path() if spec in EMBEDDED else Path(spec).expanduser()
+    if gguf.suffix != ".gguf" or not gguf.is_file():
+        return None
+    folder = _conversion_folder(gguf, sha256_file(gguf))
+    return folder if _is_converted(folder) else None
+
+
 def _convert_gguf(gguf: Path, sha: str) -> Path:
     """Convert a GGUF file once into a safetensors folder in the cache; return that folder."""
-    target = cache_dir() / "models" / f"{gguf.stem}-{sha[:12]}"
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    target = _conversion_folder(gguf, sha)
+    if _is_converted(target):
         return target
     _check_gguf(gguf)
     tmp = target.with_name(target.name + ".partial")

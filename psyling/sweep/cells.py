@@ -118,7 +118,8 @@ class Worker:
         summary = result.summary.assign(phenomenon=stim.phenomenon)
         tables = {"summary": summary, "items": item_passes(result.predictions),
                   "predictions": result.predictions, "regions": result.regions}
-        record = {"worker": self.worker_id, "load_id": held.load_id, "load_s": round(held.seconds, 3),
+        record = {"worker": self.worker_id, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                  "load_id": held.load_id, "load_s": round(held.seconds, 3),
                   "loads_in_worker": self.loads, "seconds": round(time.perf_counter() - t0, 3),
                   "tokens_scored": timings["tokens_scored"], "tokens_per_s": timings["tokens_per_s"],
                   "model_info": result.manifest["model"], "settings": result.manifest["settings"],

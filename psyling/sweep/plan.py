@@ -1,7 +1,8 @@
 """``psyling sweep plan``: the cells of a sweep, which are done, the tokens each will score and an estimated time.
 
-Tokens are counted with the model's own tokenizer where it is cheap to load (a local model folder: one
-tokenizer per distinct set of tokenizer files), else estimated as words × 1.3 (``tokens_source``). The speed is
+Tokens are counted with the model's own tokenizer where it is cheap to load (a local model folder, or the
+folder an embedded alias or .gguf file was converted into: one tokenizer per distinct set of tokenizer files),
+else estimated as words × 1.3 (``tokens_source``). The speed is
 the one given, else a measured one (tokens_scored / scoring_s of past run manifests or cell records of the same
 model), else the reference 230 tokens/s of a 135M-parameter model on CPU scaled by parameter count
 (``speed_source``)."""
@@ -15,6 +16,7 @@ from typing import Any, Iterable, Optional
 
 import pandas as pd
 
+from ..models.loading import converted_folder
 from ..stimuli.io import load_sets
 from ..stimuli.reading import ReaderOptions
 from ..stimuli.schema import Item, StimulusSet
@@ -40,13 +42,22 @@ def _items(cell: Cell) -> list[Item]:
 
 
 def _tokenizer_key(model: SweepModel) -> Optional[str]:
-    """The tokenizer files of a local model folder (their names and sizes), or None where loading the
-    tokenizer is not cheap (embedded GGUF, hub ids)."""
+    """The tokenizer files of a local model folder, or of the folder an embedded alias or .gguf file was
+    converted into (their names and sizes); None where loading the tokenizer is not cheap (hub ids, a GGUF not
+    converted yet)."""
     folder = Path(model.spec.name)
     if not folder.is_dir():
-        return None
+        folder = _converted(model.spec.name)
+        if folder is None:
+            return None
     files = sorted(p for p in folder.iterdir() if p.name in TOKENIZER_FILES and p.name != "config.json")
     return json.dumps([str(folder)] + [[p.name, p.stat().st_size] for p in files]) if files else None
+
+
+@lru_cache(maxsize=64)
+def _converted(name: str) -> Optional[Path]:
+    """``converted_folder`` once per model name (it hashes the GGUF file)."""
+    return converted_folder(name)
 
 
 @lru_cache(maxsize=64)

@@ -5,6 +5,7 @@ skips the cells the store already has. Durability is the store's: Ray keeps no s
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any, Optional
 
@@ -37,13 +38,51 @@ def _ray() -> Any:
     return ray
 
 
+def _answers(address: str) -> None:
+    """A one-line error unless something listens at a ``host:port`` address (``ray.init`` would retry for
+    minutes); other forms ("auto", ``ray://…``) are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as exc:
+        raise PsylingError(f"no Ray cluster answers at {address} ({exc.strerror or exc}): start one there with "
+                           f"`ray start --head`, or leave out --address to start a local one") from None
+
+
 def _start(ray: Any, address: Optional[str]) -> None:
     """Join ``address`` (or start a local cluster) unless Ray is already initialised in this process. A local
     cluster's workers run at normal priority (Ray's default niceness 15 lets any other job take their CPU)."""
-    if not ray.is_initialized():
-        if address is None:
-            os.environ.setdefault("RAY_worker_niceness", "0")
+    if ray.is_initialized():
+        return
+    if address is None:
+        os.environ.setdefault("RAY_worker_niceness", "0")
+    else:
+        _answers(address)
+    try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        where = f"join the Ray cluster at {address}" if address else "start a local Ray cluster"
+        raise PsylingError(f"could not {where}: {_reason(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0].strip()
+
+
+def _reason(exc: BaseException) -> str:
+    """The error's first line, with the last line of its innermost cause (Ray wraps a failed connection twice);
+    a rejected token says how to give one."""
+    chain = [exc]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    if any("InvalidAuthToken" in str(e) or "AuthenticationError" in str(e) for e in chain):
+        return (f"{_first_line(exc)}: the cluster uses token authentication; set RAY_AUTH_MODE=token and its "
+                f"token (RAY_AUTH_TOKEN, or ~/.ray/auth_token) in this environment")
+    lines = [line.strip() for line in str(chain[-1]).splitlines() if line.strip()]
+    detail = lines[-1] if lines else type(chain[-1]).__name__
+    return _first_line(exc) if len(chain) == 1 else f"{_first_line(exc)} ({detail[:300]})"
 
 
 def _balanced(groups: list[list[Cell]], n: int) -> list[list[list[Cell]]]:
