@@ -54,9 +54,9 @@ done
 
 echo "== sweep overhead: the core battery through the Ray executor vs psyling run, cuda"
 if python3 -c "import ray" 2>/dev/null; then
-    if ! timeout 180 python3 benchmarks/sweep_overhead.py --model "$MODEL" --device cuda --max-items 30 --num-cpus 4 \
+    if ! timeout 240 python3 benchmarks/sweep_overhead.py --model "$MODEL" --device cuda --checkpoints 1,3 \
             --no-local 2>&1 | grep -v "^Loading weights\|^Writing"; then
-        echo "warning: the sweep overhead run failed or ran past 180 s" >&2
+        echo "warning: the sweep overhead run failed or ran past 240 s" >&2
     fi
 else
     echo "note: ray is not installed (pip install 'psyling[sweep]'); leaving the sweep overhead out" >&2
