@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from psyling.errors import PsylingError
-from psyling.report.circuit_plots import (_grid, _region_columns, circuit_heatmaps, layer_head_heatmap,
+from psyling.report.circuit_plots import (value_grid, region_columns, circuit_heatmaps, layer_head_heatmap,
                                           layer_region_heatmap)
 
 REGIONS = ["all", "subject", "verb"]  # 'all' first on purpose: the default order puts it last
@@ -77,15 +77,15 @@ def test_a_large_layer_head_grid_is_drawn_without_numbers(tmp_path):
 
 def test_regions_default_to_first_appearance_with_all_last():
     rows = summary()
-    assert _region_columns(rows, None) == ["subject", "verb", "all"]
-    assert _region_columns(rows, ["verb", "all"]) == ["verb", "all"]
+    assert region_columns(rows, None) == ["subject", "verb", "all"]
+    assert region_columns(rows, ["verb", "all"]) == ["verb", "all"]
 
 
 def test_the_grid_puts_each_effect_in_its_cell():
     rows = pd.DataFrame([_row("s", "attn.1", 1, -1, "subject", "noise", 0.25),
                          _row("s", "attn.1", 1, -1, "all", "noise", math.nan),
                          _row("s", "attn.3", 3, -1, "all", "noise", -0.5)])
-    grid, layers = _grid(rows, "region", ["all", "subject"])
+    grid, layers = value_grid(rows, "region", ["all", "subject"])
     assert layers == [1, 3]  # the layers present, lowest first (drawn at the bottom)
     np.testing.assert_array_equal(grid, [[math.nan, 0.25], [-0.5, math.nan]])
 

@@ -41,7 +41,7 @@ from ..stimuli.schema import StimulusSet
 from .pair_sequences import ItemSequences, item_sequences
 from .pairs import DesignError, PairSpec, pairs_for
 from .patch_runs import Layout, run_context
-from .patching import PatchConfig, Patcher, _chunks
+from .patching import PatchConfig, Patcher, chunked
 
 METHODS = ("zero", "mean", "resample")
 UNIT_KINDS = ("head", "neuron")
@@ -142,7 +142,7 @@ def site_pools(stim: StimulusSet, scorer: CausalScorer, wholes: Sequence[str],
     included), unablated: [n_positions, d] float32 rows, sentence by sentence."""
     sequences = [scorer.encode(r).sequence for r in set_requests(stim)]
     parts: dict[str, list[torch.Tensor]] = {site: [] for site in wholes}
-    batches = list(_chunks(sequences, config.sentences_per_batch))
+    batches = list(chunked(sequences, config.sentences_per_batch))
     for batch in tqdm(batches, desc=f"unit activations {stim.name}", disable=len(batches) < 4):
         forward = scorer.runner.run_sequences(batch, record=list(wholes))
         for site in wholes:
@@ -250,7 +250,7 @@ def clean_metrics(patcher: Patcher, seqs: list[ItemSequences], config: AblationC
                   interventions: Sequence[Intervention]) -> np.ndarray:
     """Each item's M in its clean context (the engine's sequences, layout and metric) under interventions."""
     values = []
-    for chunk in _chunks(seqs, config.items_per_batch):
+    for chunk in chunked(seqs, config.items_per_batch):
         run = run_context(patcher.runner, patcher.reader, chunk, "clean", config.layout, (),
                           interventions=interventions)
         values += [v.m for v in run.values]

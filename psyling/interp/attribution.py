@@ -27,7 +27,7 @@ from ..stimuli.schema import StimulusSet
 from .circuit_metric import MetricReader, read_positions
 from .pair_sequences import CONTINUATIONS, ItemSequences, Key, item_sequences
 from .patch_runs import ContextRun, context_inputs, run_context
-from .patching import DIRECTIONS, PatchConfig, Patcher, _chunks, _variant, effect, patch_regions, patch_sites
+from .patching import DIRECTIONS, PatchConfig, Patcher, chunked, site_variant, effect, patch_regions, patch_sites
 from .pairs import DesignError, pairs_for
 
 LN2 = math.log(2.0)
@@ -183,7 +183,7 @@ def _chunk_estimates(stim: StimulusSet, patcher: Patcher, config: AttributionCon
     for direction in patch.directions:
         target_ctx, source_ctx = DIRECTIONS[direction]
         target, grads, _ = _gradient_run(patcher, chunk, target_ctx, record, config.metric)
-        variants = {region: _variant(stim, record[0], region, patch, target, runs[source_ctx]) for region in regions}
+        variants = {region: site_variant(stim, record[0], region, patch, target, runs[source_ctx]) for region in regions}
         for site in record:
             parsed = parse_site(site)
             recorded = target.forward.recorded[site]
@@ -261,7 +261,7 @@ def attribute_set(lm: LanguageModel, stim: StimulusSet, config: AttributionConfi
     units: UnitTotals = {}
     for pair in pairs_for(stim, patch.pairs):
         seqs = [s for s in (item_sequences(stim, item, pair, scorer) for item in stim.items) if not s.problem]
-        for chunk in tqdm(list(_chunks(seqs, patch.items_per_batch)), desc=f"attribution {stim.name}",
+        for chunk in tqdm(list(chunked(seqs, patch.items_per_batch)), desc=f"attribution {stim.name}",
                           disable=not progress):
             rows += _chunk_estimates(stim, patcher, config, record, chunk, units)
     table = _with_effects(pd.DataFrame(rows, columns=ATTRIBUTION_COLUMNS[:-2]), patch.threshold)

@@ -128,7 +128,7 @@ def _status(stim: StimulusSet, seqs: ItemSequences, region: str,
     return "computed", chosen  # type: ignore[return-value]
 
 
-def _variant(stim: StimulusSet, site: str, region: str, config: PatchConfig, target: ContextRun,
+def site_variant(stim: StimulusSet, site: str, region: str, config: PatchConfig, target: ContextRun,
              source: ContextRun) -> Variant:
     """A site's variant at a region: each item's status and its flat target / source positions (a position
     that the two continuations share in a tree row is patched once)."""
@@ -213,7 +213,7 @@ class Patcher:
                                   self.reader) for k in range(len(group))]
 
     def variants(self, site: str, target: ContextRun, source: ContextRun) -> list[Variant]:
-        return [_variant(self.stim, site, region, self.config, target, source)
+        return [site_variant(self.stim, site, region, self.config, target, source)
                 for region in patch_regions(self.stim, self.config)]
 
     def site_values(self, site: str, target: ContextRun, source: ContextRun,
@@ -304,7 +304,7 @@ def _problem_rows(stim: StimulusSet, seqs: ItemSequences, sites: list[str], conf
             for site in sites for region in regions for direction in config.directions]
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
+def chunked(items: list, size: int) -> Iterator[list]:
     for at in range(0, len(items), max(1, size)):
         yield items[at:at + size]
 
@@ -333,7 +333,7 @@ def patch_set(lm: LanguageModel, stim: StimulusSet, config: PatchConfig = PatchC
         good = [s for s in seqs if not s.problem]
         bar = tqdm(total=len(good) * len(sites), desc=f"patching {stim.name}", unit="item-site",
                    disable=not progress)
-        for chunk in _chunks(good, config.items_per_batch):
+        for chunk in chunked(good, config.items_per_batch):
             copies = {ctx: copies_per_pass(stim, chunk, config, context_inputs(chunk, ctx, config.layout)
                                            .input_ids.numel()) for ctx in ("clean", "corrupt")}
             runs = {ctx: run_context(patcher.runner, patcher.reader, chunk, ctx, config.layout, record, copies[ctx])

@@ -104,7 +104,7 @@ def control_labels(text: object, labels: object, seed: int = 0) -> np.ndarray:
     return drawn[type_codes]
 
 
-def _logistic_oof(x: np.ndarray, y: np.ndarray, splits: list, max_iter: int) -> tuple[np.ndarray, int]:
+def logistic_oof(x: np.ndarray, y: np.ndarray, splits: list, max_iter: int) -> tuple[np.ndarray, int]:
     """Out-of-fold predictions of a standardised logistic-regression probe, and the fits that did not converge."""
     predicted = np.empty_like(y)
     unconverged = 0
@@ -136,7 +136,7 @@ def _ridge_accuracies(x: np.ndarray, labels: np.ndarray, splits: list, n_classes
     return correct / len(labels)
 
 
-def _majority_oof(y: np.ndarray, splits: list) -> np.ndarray:
+def majority_oof(y: np.ndarray, splits: list) -> np.ndarray:
     predicted = np.empty_like(y)
     for train, test in splits:
         values, counts = np.unique(y[train], return_counts=True)
@@ -144,7 +144,7 @@ def _majority_oof(y: np.ndarray, splits: list) -> np.ndarray:
     return predicted
 
 
-def _group_bootstrap(correct: dict[str, np.ndarray], codes: np.ndarray, rng: np.random.Generator
+def group_bootstrap(correct: dict[str, np.ndarray], codes: np.ndarray, rng: np.random.Generator
                      ) -> dict[str, tuple[float, float]]:
     """95% percentile CIs of mean correctness (and accuracy differences) from resampling groups."""
     n_groups = codes.max() + 1
@@ -199,19 +199,19 @@ def probe_layers(features: dict[str, np.ndarray], meta: pd.DataFrame, label: str
     null_labels = np.column_stack([y] + [y[group_permutation(groups, perm_rng)] for _ in range(n_permutations)])
     y_control = (control_labels(meta["text"].to_numpy()[rows], y, int(seeds[0].generate_state(1)[0]))
                  if control else None)
-    majority_correct = (_majority_oof(y, splits) == y).astype(float)
+    majority_correct = (majority_oof(y, splits) == y).astype(float)
     common = {"n": len(rows), "n_excluded": int((~keep).sum())}
     records, pvalues = [], []
     for site in steps(sites, f"probing {label}", unit="site"):
         x = site_matrix(features, site, rows)
-        predicted, unconverged = _logistic_oof(x, y, splits, max_iter)
+        predicted, unconverged = logistic_oof(x, y, splits, max_iter)
         correct = {"accuracy": (predicted == y).astype(float), "majority": majority_correct}
         if control:
-            predicted_control, more = _logistic_oof(x, y_control, splits, max_iter)
+            predicted_control, more = logistic_oof(x, y_control, splits, max_iter)
             unconverged += more
             correct["control_accuracy"] = (predicted_control == y_control).astype(float)
             correct["selectivity"] = correct["accuracy"] - correct["control_accuracy"]
-        cis = _group_bootstrap(correct, codes, boot_rng)
+        cis = group_bootstrap(correct, codes, boot_rng)
         base = {"site": site, "layer": site_layer(site), **common}
         for metric in ("accuracy", "control_accuracy", "selectivity", "majority"):
             if metric in correct:

@@ -22,7 +22,7 @@ from scipy import sparse, stats
 from ..errors import PsylingError
 from ..stats.compare import benjamini_hochberg
 from ..stimuli.schema import StimulusSet
-from .probes import _group_bootstrap, _logistic_oof, _majority_oof, group_folds, labels_from_conditions, probe_layers
+from .probes import group_bootstrap, logistic_oof, majority_oof, group_folds, labels_from_conditions, probe_layers
 from .sae import SparseAutoencoder
 
 TESTS = ("wilcoxon", "t")
@@ -375,7 +375,7 @@ def _sparse_rows(latents: np.ndarray, y: np.ndarray, splits: list, ks: Sequence[
         ranking = np.argsort(-_class_spread(latents[train], y[train], n_classes), kind="stable")
         for k in ks:
             picked = np.sort(ranking[:k])
-            fold_prediction, failed = _logistic_oof(latents[:, picked], y, [(train, test)], max_iter)
+            fold_prediction, failed = logistic_oof(latents[:, picked], y, [(train, test)], max_iter)
             predicted[k][test] = fold_prediction[test]
             chosen[k].append(picked.tolist())
             unconverged[k] += failed
@@ -419,8 +419,8 @@ def sparse_probes(latents: object, meta: pd.DataFrame, label: str, ks: Sequence[
     groups = meta[group].to_numpy()[rows]
     splits = group_folds(groups, folds)
     correct, chosen, unconverged = _sparse_rows(x, y, splits, ks, max_iter)
-    correct["majority"] = (_majority_oof(y, splits) == y).astype(float)
-    cis = _group_bootstrap(correct, pd.factorize(groups)[0], np.random.default_rng(seed))
+    correct["majority"] = (majority_oof(y, splits) == y).astype(float)
+    cis = group_bootstrap(correct, pd.factorize(groups)[0], np.random.default_rng(seed))
     common = {"site": "", "n": len(rows), "n_excluded": int((~keep).sum())}
     records = [{"probe": "sparse", "k": k, "accuracy": float(correct[f"k={k}"].mean()), **common,
                 "ci_low": cis[f"k={k}"][0], "ci_high": cis[f"k={k}"][1], "unconverged": unconverged[k],

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PsylingError
-from .plots import _pyplot
+from .plots import load_pyplot
 
 REQUIRED = ("set", "site", "kind", "layer", "head", "region", "direction", "effect")
 COLOURBAR = {"denoise": "recovery R", "noise": "disruption D"}
@@ -37,12 +37,12 @@ def _selection(summary: pd.DataFrame, **where: object) -> pd.DataFrame:
     return summary[mask]
 
 
-def _is_unit(rows: pd.DataFrame) -> pd.Series:
+def unit_rows(rows: pd.DataFrame) -> pd.Series:
     """Whether each row patches one head or one neuron (a site ``kind.L.N``) rather than a whole site."""
     return (rows["head"].astype(int) >= 0) | (rows["site"].astype(str).str.count(r"\.") == 2)
 
 
-def _grid(rows: pd.DataFrame, column: str, column_values: Sequence) -> tuple[np.ndarray, list[int]]:
+def value_grid(rows: pd.DataFrame, column: str, column_values: Sequence) -> tuple[np.ndarray, list[int]]:
     """Effects as a [layer, column value] array (NaN where no row) and its layers, ascending."""
     doubled = rows[rows.duplicated(["layer", column], keep=False)]
     if len(doubled):
@@ -67,7 +67,7 @@ def _annotate(ax, grid: np.ndarray, limit: float) -> None:
 def _draw(grid: np.ndarray, layers: list[int], columns: list[str], path: Path, *, x_label: str,
           direction: str, title: str) -> Path:
     """A diverging heatmap centred at 0 (limits symmetric, at least ±1; NaN grey), layer 0 at the bottom."""
-    plt = _pyplot()
+    plt = load_pyplot()
     import matplotlib
 
     finite = grid[np.isfinite(grid)]
@@ -103,7 +103,7 @@ def _default_title(rows: pd.DataFrame, what: str) -> str:
     return f"{rows['set'].iloc[0]}: {what}{items}"
 
 
-def _region_columns(rows: pd.DataFrame, regions_order: Optional[Sequence[str]]) -> list[str]:
+def region_columns(rows: pd.DataFrame, regions_order: Optional[Sequence[str]]) -> list[str]:
     """The regions in ``regions_order``, else in order of first appearance with 'all' last."""
     present = list(dict.fromkeys(rows["region"].astype(str)))
     if regions_order is None:
@@ -119,12 +119,12 @@ def layer_region_heatmap(summary: pd.DataFrame, path: Path, *, set_name: str, di
     """Effect of patching each layer's whole ``kind`` site (rows; layer 0 at the bottom) in each region
     (columns) of one set and direction. Rows of single heads or neurons are left out (see layer_head_heatmap)."""
     rows = _selection(summary, set=set_name, direction=direction, kind=kind)
-    rows = rows[~_is_unit(rows)].assign(region=lambda t: t["region"].astype(str))
+    rows = rows[~unit_rows(rows)].assign(region=lambda t: t["region"].astype(str))
     if rows.empty:
         raise PsylingError(f"patching summary has only single-unit rows for set={set_name!r}, "
                            f"direction={direction!r}, kind={kind!r}: no whole-site rows to plot by region")
-    columns = _region_columns(rows, regions_order)
-    grid, layers = _grid(rows[rows["region"].isin(columns)], "region", columns)
+    columns = region_columns(rows, regions_order)
+    grid, layers = value_grid(rows[rows["region"].isin(columns)], "region", columns)
     return _draw(grid, layers, columns, path, x_label="region", direction=direction,
                  title=title or _default_title(rows, f"{kind} patching, {direction}"))
 
@@ -139,7 +139,7 @@ def layer_head_heatmap(summary: pd.DataFrame, path: Path, *, set_name: str, dire
         raise PsylingError(f"patching summary has no single-head rows for set={set_name!r}, "
                            f"direction={direction!r}, region={region!r}")
     heads = list(range(int(rows["head"].max()) + 1))
-    grid, layers = _grid(rows, "head", heads)
+    grid, layers = value_grid(rows, "head", heads)
     return _draw(grid, layers, [str(h) for h in heads], path, x_label="head", direction=direction,
                  title=title or _default_title(rows, f"heads in region {region}, {direction}"))
 
@@ -156,7 +156,7 @@ def circuit_heatmaps(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     _selection(summary)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    units = _is_unit(summary)
+    units = unit_rows(summary)
     plans = [(_file_name(s, k, d), layer_region_heatmap, {"set_name": s, "direction": d, "kind": k})
              for (s, k, d) in dict.fromkeys(zip(summary.loc[~units, "set"], summary.loc[~units, "kind"],
                                                 summary.loc[~units, "direction"]))]

@@ -92,9 +92,9 @@ def png_img(png: bytes, alt: str) -> str:
 
 def figure_img(fig: Any, alt: str) -> str:
     """A matplotlib figure as ``png_img`` (no Software tag, so the bytes repeat); the figure is closed."""
-    from .plots import _pyplot
+    from .plots import load_pyplot
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    _pyplot().close(fig)
+    load_pyplot().close(fig)
     return png_img(buffer.getvalue(), alt)

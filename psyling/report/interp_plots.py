@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..errors import PsylingError
 from ..stimuli.formula import BinOp, Node, Term, evaluate, parse_formula, terms
-from .plots import _pyplot
+from .plots import load_pyplot
 
 MAX_ORDERED_TERMS = 8  # prediction_chance enumerates the orderings of at most this many cells (8! = 40,320)
 
@@ -97,7 +97,7 @@ def layer_curve(table: pd.DataFrame, metrics: list[str], path: Path, title: str,
     """One line per metric (and per site kind: resid, attn, mlp) over layers, with shaded 95% CIs where the table
     has them, and a dashed chance line at ``chance`` or, when None, at the mean ``majority`` baseline of a probe
     table (none when neither exists)."""
-    plt = _pyplot()
+    plt = load_pyplot()
     long = _long(table, list(metrics))
     if chance is None and "majority" not in metrics and {"metric", "value"} <= set(table.columns):
         majority = table.loc[table["metric"] == "majority", "value"]
@@ -129,7 +129,7 @@ def layer_curve(table: pd.DataFrame, metrics: list[str], path: Path, title: str,
 def layer_bars(table: pd.DataFrame, metric: str, path: Path, title: str, level: float = 0.05) -> Path:
     """Bars of ``metric`` per site in layer order (95% CI whiskers where present); a star marks the sites whose
     q-value (else p-value) is below ``level``."""
-    plt = _pyplot()
+    plt = load_pyplot()
     long = _long(table, [metric])
     marks = next((m for m in SIGNIFICANCE if m in table.columns or
                   ("metric" in table.columns and (table["metric"] == m).any())), None)

@@ -15,11 +15,11 @@ import pandas as pd
 from ..errors import PsylingError
 from ..interp.lens import lens_accuracy
 from ..runs import check_run, read_manifest
-from .circuit_plots import COLOURBAR, _grid, _is_unit, _region_columns, layer_region_heatmap
+from .circuit_plots import COLOURBAR, value_grid, unit_rows, region_columns, layer_region_heatmap
 from .html_parts import COLOURS, DASHES, PLOT_CONFIG, figure_div, figure_img, finite, html_table, png_img, text
 from .interp_plots import layer_curve, prediction_chance
 from .report_data import ReportRun
-from .sae_plots import ALPHA, _top, l0_fvu_figure, top_latents_figure
+from .sae_plots import ALPHA, top_rows, l0_fvu_figure, top_latents_figure
 
 EXPERIMENT_KINDS = ("patching", "mediation", "causal_probes", "ablation", "sae", "sae-eval", "sae-features")
 PROBE_METRICS = ("accuracy", "control_accuracy", "selectivity")
@@ -285,18 +285,18 @@ def patching_grids(summary: pd.DataFrame) -> list[dict[str, Any]]:
     whole-site effects as a layer × region grid, per (set, region, direction) the single heads as layer × head.
     Each: set, direction, what, x (column names), layers, z (rows: layers ascending) and the rows behind it."""
     grids = []
-    units = _is_unit(summary)
+    units = unit_rows(summary)
     whole = summary[~units].assign(region=lambda t: t["region"].astype(str))
     for (set_name, kind, direction), rows in whole.groupby(["set", "kind", "direction"], sort=False):
-        columns = _region_columns(rows, None)
-        z, layers = _grid(rows, "region", columns)
+        columns = region_columns(rows, None)
+        z, layers = value_grid(rows, "region", columns)
         grids.append({"set": set_name, "direction": direction, "kind": kind, "what": f"{kind} patching",
                       "x_title": "region", "x": columns, "layers": layers, "z": z, "rows": rows})
     heads = summary[units & (summary["kind"] == "head")]
     for (set_name, region, direction), rows in heads.groupby(["set", "region", "direction"], sort=False):
         rows = rows.assign(head=rows["head"].astype(int))
         columns = sorted(rows["head"].unique())
-        z, layers = _grid(rows, "head", columns)
+        z, layers = value_grid(rows, "head", columns)
         grids.append({"set": set_name, "direction": direction, "kind": "head", "what": f"heads in region {region}",
                       "x_title": "head", "x": [str(c) for c in columns], "layers": layers, "z": z, "rows": rows})
     return grids
@@ -427,7 +427,7 @@ def top_latents(contrast: pd.DataFrame, set_name: str, n: int = TOP_LATENTS) -> 
     """The top ``n`` latents of each contrast (factor, level pair) of a set, as ``top_latents_figure`` bars them."""
     rows = contrast[contrast["set"] == set_name]
     keys = ["factor", "level_a", "level_b"]
-    parts = [_top(group, n) for _, group in rows.groupby(keys, sort=False)]
+    parts = [top_rows(group, n) for _, group in rows.groupby(keys, sort=False)]
     columns = ["set", *keys, "latent", "d_z", "difference", "p_value", "q_value", "auroc", "n_items"]
     return pd.concat(parts, ignore_index=True).reindex(columns=columns)
 

@@ -15,7 +15,7 @@ MARKERS = ("o", "s", "^", "D", "v")
 LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)))
 
 
-def _pyplot():
+def load_pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -64,7 +64,7 @@ def profile_means(stim: StimulusSet, regions: pd.DataFrame, measure: str = "surp
 
 def region_profile(stim: StimulusSet, regions: pd.DataFrame, path: Path, measure: str = "surprisal") -> Path:
     """Mean region surprisal per condition across the set's regions, with 95% CIs over items (``profile_means``)."""
-    plt = _pyplot()
+    plt = load_pyplot()
     n_items = regions.loc[regions["set"] == stim.name, "item"].nunique()
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(stim.regions) + 2), 3.6))
     x = np.arange(len(stim.regions))
@@ -95,7 +95,7 @@ def effects_plot(comparison: pd.DataFrame, path: Path) -> Optional[Path]:
     table = comparison[comparison["effect"].astype(bool)].sort_values("model_bits")
     if table.empty:
         return None
-    plt = _pyplot()
+    plt = load_pyplot()
     sized = table.dropna(subset=["predicted", "human_size"])
     notes = sized["sign_note"].fillna("") if "sign_note" in sized.columns else pd.Series("", index=sized.index)
     footnote = "\n".join(textwrap.fill(f"† {name}: {note}", 170) for name, note in zip(sized["set"], notes) if note)

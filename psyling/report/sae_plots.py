@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PsylingError
-from .plots import _pyplot
+from .plots import load_pyplot
 
 TOP_REQUIRED = ("set", "factor", "level_a", "level_b", "latent", "d_z", "q_value")
 ALPHA = 0.05
@@ -30,7 +30,7 @@ def l0_fvu_figure(metrics: pd.DataFrame):
     fvu = metrics["fvu"].to_numpy(dtype=float)
     if not (np.isfinite(l0) & (l0 > 0) & np.isfinite(fvu)).all():
         raise PsylingError("L0 vs FVU plot: l0 must be positive and l0, fvu finite in every row")
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, ax = plt.subplots(figsize=(5.0, 3.8))
     ax.scatter(l0, fvu, s=24, color="tab:blue", zorder=3)
     for x, y, label in zip(l0, fvu, metrics["label"].astype(str)):
@@ -46,7 +46,7 @@ def l0_fvu_figure(metrics: pd.DataFrame):
 
 def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    load_pyplot().close(fig)
     return Path(path)
 
 
@@ -55,7 +55,7 @@ def plot_l0_fvu(metrics: pd.DataFrame, path: Path) -> Path:
     return _save(l0_fvu_figure(metrics), path)
 
 
-def _top(rows: pd.DataFrame, n: int) -> pd.DataFrame:
+def top_rows(rows: pd.DataFrame, n: int) -> pd.DataFrame:
     """The first ``n`` latents by q (smallest first), then |d_z| (largest first)."""
     order = np.lexsort((-rows["d_z"].abs().fillna(-1).to_numpy(), rows["q_value"].fillna(np.inf).to_numpy()))
     return rows.iloc[order[:n]]
@@ -69,11 +69,11 @@ def top_latents_figure(table: pd.DataFrame, set_name: str, n: int = 10, alpha: f
     if rows.empty:
         raise PsylingError(f"top latents plot: no rows for set {set_name!r}")
     contrasts = list(dict.fromkeys(zip(rows["factor"], rows["level_a"], rows["level_b"])))
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, axes = plt.subplots(len(contrasts), 1, squeeze=False,
                              figsize=(max(5.0, 0.55 * n + 2), 2.9 * len(contrasts)))
     for ax, (factor, level_a, level_b) in zip(axes[:, 0], contrasts):
-        top = _top(rows[(rows["factor"] == factor) & (rows["level_a"] == level_a) & (rows["level_b"] == level_b)], n)
+        top = top_rows(rows[(rows["factor"] == factor) & (rows["level_a"] == level_a) & (rows["level_b"] == level_b)], n)
         d_z = top["d_z"].to_numpy(dtype=float)
         significant = (top["q_value"] < alpha).to_numpy()
         x = np.arange(len(top))

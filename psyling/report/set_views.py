@@ -113,9 +113,9 @@ def profile_figure(runs: Sequence[ReportRun], set_name: str, critical: str, fig_
 
 def static_figure(runs: Sequence[ReportRun], set_name: str, critical: str) -> str:
     """The region chart as a PNG (matplotlib) in a data URI."""
-    from .plots import _pyplot
+    from .plots import load_pyplot
 
-    plt = _pyplot()
+    plt = load_pyplot()
     traces, names = profile_traces(runs, set_name)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(names) + 2), 3.8))
     styles = condition_styles(len(traces))

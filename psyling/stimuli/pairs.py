@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..errors import StimulusError
+from .fields import Where, json_type, string
 from .provenance import NO_SIDECAR, Sidecar
 from .reading import clean_text, metadata_text, separator
 from .schema import Condition, Item, StimulusSet, parse_predictions
@@ -100,31 +101,28 @@ def _item_id(source: str, position: int, record: dict[str, Any], column: Optiona
         return str(position)
     value = record.get(column)
     if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
-        kind = "empty" if value is None or isinstance(value, str) else f"a {type(value).__name__}"
-        raise StimulusError(f"the item id must be a non-empty string or a whole number, got {kind}", file=source,
-                            item=position, field=column)
+        kind = "empty" if value is None or isinstance(value, str) else json_type(value)
+        raise Where(source, item=str(position)).error(
+            f"the item id must be a non-empty string or a whole number, got {kind}", column)
     return str(value).strip()
 
 
-def _sentence(source: str, item: str, record: dict[str, Any], column: str, condition: str) -> str:
+def _sentence(where: Where, record: dict[str, Any], column: str) -> str:
     value = record.get(column)
-    if value is not None and not isinstance(value, str):
-        raise StimulusError(f"must be a string, got {type(value).__name__}", file=source, item=item,
-                            condition=condition, field=column)
-    if not value or not value.strip():
-        raise StimulusError("missing or empty", file=source, item=item, condition=condition, field=column)
-    return value
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise where.error("missing or empty", column)
+    return string(value, where, column)
 
 
 def pair_row(source: str, position: int, record: dict[str, Any], columns: PairColumns) -> PairRow:
     """The pair in ``record`` (the ``position``-th of its file, from 1), every field checked."""
     item = _item_id(source, position, record, columns.id)
+    where = Where(source, item=item)
     for key in (NAME_KEY, *PHENOMENON_KEYS):
-        if key in record and not isinstance(record[key], str):
-            raise StimulusError(f"must be a string, got {type(record[key]).__name__}", file=source, item=item,
-                                field=key)
-    good, bad = (_sentence(source, item, record, columns.good, "good"),
-                 _sentence(source, item, record, columns.bad, "bad"))
+        if key in record:
+            string(record[key], where, key, nonempty=False)
+    good, bad = (_sentence(where.at(condition="good"), record, columns.good),
+                 _sentence(where.at(condition="bad"), record, columns.bad))
     return PairRow(item, good, bad, {str(k): metadata_text(v) for k, v in record.items() if k not in columns.sentences})
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StimulusError
+from .fields import Where, string
 from .manifest import read_manifest
 from .schema import StimulusSet
 from .segmentation import SEGMENTATION_CHOICES
@@ -65,9 +66,7 @@ def data_path(sidecar: Path) -> Path:
 
 
 def _string(value: Any, key: str, source: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise StimulusError(f"must be a non-empty string, got {type(value).__name__}", file=source, field=key)
-    return value.strip()
+    return string(value, Where(source), key).strip()
 
 
 def _choice(value: Any, key: str, choices: tuple[str, ...], source: str) -> str:
@@ -78,8 +77,7 @@ def _choice(value: Any, key: str, choices: tuple[str, ...], source: str) -> str:
 
 def _columns(value: Any, source: str) -> dict[str, str]:
     if not isinstance(value, dict):
-        raise StimulusError(f"must map {', '.join(COLUMN_ROLES)} to column names, got {type(value).__name__}",
-                            file=source, field="columns")
+        raise Where(source).wrong(value, f"an object mapping {', '.join(COLUMN_ROLES)} to column names", "columns")
     unknown = [k for k in value if k not in COLUMN_ROLES]
     if unknown:
         raise StimulusError(f"unknown role {unknown[0]!r} (known: {', '.join(COLUMN_ROLES)})", file=source,
