@@ -13,7 +13,7 @@ into an empty store, timed with and without ``ray.init`` (actor start, its impor
 store's writes are always inside); (c) the same sweep on the local executor. ``--cli`` adds, for K = 1, the two
 commands a user types, each a fresh process: ``psyling run --model step-1 --battery core --no-cache`` against
 ``psyling sweep run FILE --executor ray``. The overhead is split into a fixed start (once per sweep) and the cost
-per checkpoint, from the Ray timings at two K. Planning (``load_sweep``) is timed apart. One untimed load warms
+per checkpoint, from the Ray timings at two K. Planning (``load_sweep``) is not timed. One untimed load warms
 the page cache and the imports. Prints figures, asserts nothing.
 """
 from __future__ import annotations
@@ -89,15 +89,6 @@ def write_sweep(setup: Setup, k: int) -> Path:
     return path
 
 
-def time_plan(path: Path) -> tuple[Sweep, float, float]:
-    """The sweep loaded twice: (sweep, seconds with a cold digest cache, seconds with it warm)."""
-    t0 = time.perf_counter()
-    load_sweep(path)
-    t1 = time.perf_counter()
-    sweep = load_sweep(path)
-    return sweep, t1 - t0, time.perf_counter() - t1
-
-
 def time_sweep(label: str, sweep: Sweep, root: Path, executor: ExecutorConfig) -> Timing:
     """One executor's run of the sweep into an empty store; tokens, loads and cell seconds from its manifests."""
     store = SweepStore(root)
@@ -150,7 +141,7 @@ def time_k(setup: Setup, k: int, local: bool, round_: int) -> tuple[list[Timing]
     """Every variant for ``k`` checkpoints, baseline first, and the ray.init seconds."""
     folders = checkpoint_folders(setup, k)
     base = time_runs(setup, folders)
-    sweep = time_plan(write_sweep(setup, k))[0]
+    sweep = load_sweep(write_sweep(setup, k))  # planning is not timed
     ray_timing, init_s = time_ray(sweep, setup.folder / f"store-ray-{k}-{round_}", setup.num_cpus)
     rows = [Timing("sweep, ray incl. ray.init", ray_timing.seconds + init_s, ray_timing.tokens, ray_timing.load_s,
                    ray_timing.cell_s), ray_timing]

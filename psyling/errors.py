@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (stripped), or its type's name when it has no message: how
+    a library error becomes part of a one-line psyling error."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].strip()
+
+
 class PsylingError(Exception):
     """Base class for errors shown to the user as a single line; the CLI exits with code 2."""
 

@@ -43,7 +43,12 @@ def write_csv(path: Path, table: pd.DataFrame) -> Path:
     return atomic_write(path, lambda p: table.to_csv(p, index=False))
 
 
+def json_text(value: Any) -> str:
+    """What psyling's JSON files hold: indented, UTF-8, non-JSON values as strings, a final newline."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
 def write_json(path: Path, value: Any) -> Path:
-    """JSON (indented, UTF-8, non-JSON values as strings), replacing the file atomically."""
-    text = json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n"
+    """JSON (``json_text``), replacing the file atomically."""
+    text = json_text(value)
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))

@@ -13,7 +13,7 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
-from ..errors import AlignmentError, PsylingError
+from ..errors import AlignmentError, PsylingError, first_line
 from ..stimuli.schema import StimulusSet
 from .alignment import align
 from .surprisal import REGION_COLUMNS
@@ -34,7 +34,7 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path, sep=sep, keep_default_na=False, dtype={"item": str, "condition": str})
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise PsylingError(f"{path}: cannot read the table: {str(exc).splitlines()[0]}") from None
+        raise PsylingError(f"{path}: cannot read the table: {first_line(exc)}") from None
 
 
 def token_spans(text: str, tokens: list[str], where: str) -> list[tuple[int, int]]:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..cache import cache_dir
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 from ..hashing import sha256_file
 from .embedded import DEFAULT_MODEL, EMBEDDED
 
@@ -69,7 +69,7 @@ def _check_gguf(gguf: Path) -> None:
     try:
         gguf_format.GGUFReader(gguf)
     except (ValueError, *GGUF_DAMAGE) as exc:
-        raise ModelError(f"{gguf} is not a valid GGUF file (truncated or corrupt: {_first_line(exc)})") from None
+        raise ModelError(f"{gguf} is not a valid GGUF file (truncated or corrupt: {first_line(exc)})") from None
 
 
 def _read_gguf(gguf: Path) -> tuple[Any, Any]:
@@ -82,12 +82,8 @@ def _read_gguf(gguf: Path) -> tuple[Any, Any]:
     except ImportError as exc:
         raise ModelError(f"reading {gguf} needs the 'gguf' package: {exc}") from None
     except (ValueError, *GGUF_DAMAGE) as exc:
-        raise ModelError(f"{gguf} is a GGUF file transformers cannot read: {_first_line(exc)}") from None
+        raise ModelError(f"{gguf} is a GGUF file transformers cannot read: {first_line(exc)}") from None
     return tokenizer, model
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _conversion_folder(gguf: Path, sha: str) -> Path:
@@ -174,7 +170,7 @@ def _hub_unreachable() -> str | None:
     try:
         socket.create_connection((address.hostname, port), timeout=HUB_PROBE_SECONDS).close()
     except (OSError, UnicodeError) as exc:
-        return f"no connection to {address.hostname}: {_first_line(exc)}"
+        return f"no connection to {address.hostname}: {first_line(exc)}"
     return None
 
 
@@ -194,7 +190,7 @@ def _load_error(spec: str, info: dict[str, Any], offline: str | None, revision: 
                           f"({offline}); download it where the hub is reachable, or give a local folder or .gguf "
                           f"file")
     hint = " (is it downloaded? this machine may have no access to the model hub)" if info["source"] == "hub" else ""
-    return ModelError(f"cannot load model {spec!r}: {_first_line(exc)}{hint}")
+    return ModelError(f"cannot load model {spec!r}: {first_line(exc)}{hint}")
 
 
 def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str = "cpu",
@@ -226,7 +222,7 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str
     try:
         model.to(device)
     except (RuntimeError, AssertionError) as exc:
-        raise ModelError(f"cannot move model to device {device!r}: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"cannot move model to device {device!r}: {first_line(exc)}") from None
     model.eval()
     cfg = model.config.get_text_config()
     info.update({

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import PsylingError
+from ..errors import PsylingError, first_line
 from ..stats import sg_score
 from ..stimuli import load_battery
 from .registry import Reproduction, near
@@ -32,7 +32,7 @@ def read_results(path: Path) -> pd.DataFrame:
     try:
         table = pd.read_csv(path)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise PsylingError(f"{path}: cannot read the results: {str(exc).splitlines()[0]}") from None
+        raise PsylingError(f"{path}: cannot read the results: {first_line(exc)}") from None
     missing = {"model", "suite", "item", "correct"} - set(table.columns)
     if missing:
         raise PsylingError(f"{path}: missing column(s) {', '.join(sorted(missing))}")

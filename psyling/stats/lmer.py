@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import patsy
 
-from ..errors import PsylingError
+from ..errors import PsylingError, first_line
 from .lmm import LinearMixedModel, LMMFit, RandomTerm
 from .satterthwaite import satterthwaite
 
@@ -121,8 +121,7 @@ def _matrix(formula: str, frame: pd.DataFrame, what: str) -> pd.DataFrame:
     try:
         return patsy.dmatrix(formula, frame, return_type="dataframe", NA_action="raise")
     except Exception as exc:  # patsy raises many types; all mean the user's formula does not fit the data
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PsylingError(f"cannot build the {what} {formula!r}: {message}") from None
+        raise PsylingError(f"cannot build the {what} {formula!r}: {first_line(exc)}") from None
 
 
 def fixed_design(frame: pd.DataFrame, formula: Formula) -> tuple[np.ndarray, pd.DataFrame, Optional[str]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import PsylingError
+from ..errors import PsylingError, first_line
 
 SAP_FOLDER = "sap_benchmark_huang2024"
 SURPRISAL_MODELS = ("gpt2", "lstm")
@@ -41,8 +41,7 @@ def _read_csv(path: Path, required: tuple[str, ...], **kwargs) -> pd.DataFrame:
         table = pd.read_csv(path, **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError,
             zlib.error) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise PsylingError(f"{path}: cannot read the table: {reason}") from None
+        raise PsylingError(f"{path}: cannot read the table: {first_line(exc)}") from None
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise PsylingError(f"{path}: missing column(s) {', '.join(missing)}")

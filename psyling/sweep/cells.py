@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..api import gather_stimuli, load, score_with
 from ..config import RunConfig
-from ..errors import PsylingError
+from ..errors import PsylingError, first_line
 from ..models import LanguageModel, Scorer, make_scorer
 from ..stats import item_passes
 from ..stimuli import StimulusSet
@@ -89,7 +89,7 @@ class Worker:
             tables, record = self._score(cell, held)
             self.store.write_cell(cell.meta(), tables, record)
         except PsylingError as exc:
-            self.store.record_failure(cell.meta(), str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            self.store.record_failure(cell.meta(), first_line(exc))
             return None
         except Exception as exc:  # a model or library error in one cell must not stop the sweep
             self.store.record_failure(cell.meta(), f"{type(exc).__name__}: {exc}".splitlines()[0],

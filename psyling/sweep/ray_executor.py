@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import PsylingError
+from ..errors import PsylingError, first_line
 from ..progress import steps
 from .cells import FAILPOINT_ENV, Worker
 from .spec import Cell
@@ -67,10 +67,6 @@ def _start(ray: Any, address: Optional[str]) -> None:
         raise PsylingError(f"could not {where}: {_reason(exc)}") from None
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0].strip()
-
-
 def _reason(exc: BaseException) -> str:
     """The error's first line, with the last line of its innermost cause (Ray wraps a failed connection twice);
     a rejected token says how to give one."""
@@ -78,11 +74,11 @@ def _reason(exc: BaseException) -> str:
     while chain[-1].__cause__ is not None:
         chain.append(chain[-1].__cause__)
     if any("InvalidAuthToken" in str(e) or "AuthenticationError" in str(e) for e in chain):
-        return (f"{_first_line(exc)}: the cluster uses token authentication; set RAY_AUTH_MODE=token and its "
+        return (f"{first_line(exc)}: the cluster uses token authentication; set RAY_AUTH_MODE=token and its "
                 f"token (RAY_AUTH_TOKEN, or ~/.ray/auth_token) in this environment")
     lines = [line.strip() for line in str(chain[-1]).splitlines() if line.strip()]
     detail = lines[-1] if lines else type(chain[-1]).__name__
-    return _first_line(exc) if len(chain) == 1 else f"{_first_line(exc)} ({detail[:300]})"
+    return first_line(exc) if len(chain) == 1 else f"{first_line(exc)} ({detail[:300]})"
 
 
 def _balanced(groups: list[list[Cell]], n: int) -> list[list[list[Cell]]]:
@@ -111,7 +107,7 @@ def run_ray(groups: list[list[Cell]], store: SweepStore, config: Any) -> None:
         try:
             ray.get(ref)
         except ray.exceptions.RayActorError as exc:
-            lost.append(str(exc).splitlines()[0])
+            lost.append(first_line(exc))
     for actor in actors:
         ray.kill(actor)
     if lost:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import PsylingError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, json_text
 from ..hashing import sha256_file
 
 PARTITIONS = ("model", "revision", "set")  # the hive partition columns, in directory order
@@ -120,7 +120,7 @@ class SweepStore:
         self._drop_stale_tables(meta, set(tables))
         files = [self._write_table(name, table, meta) for name, table in tables.items()]
         body = {"meta": meta, "record": record, "files": files, "written": time.time()}
-        text = json.dumps(body, indent=2, ensure_ascii=False, default=str) + "\n"
+        text = json_text(body)
         return _write_durably(manifest, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def _table_path(self, name: str, meta: dict) -> Path:
