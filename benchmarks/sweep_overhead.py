@@ -14,7 +14,9 @@ store's writes are always inside); (c) the same sweep on the local executor. ``-
 commands a user types, each a fresh process: ``psyling run --model step-1 --battery core --no-cache`` against
 ``psyling sweep run FILE --executor ray``. The overhead is split into a fixed start (once per sweep) and the cost
 per checkpoint, from the Ray timings at two K. Planning (``load_sweep``) is not timed. One untimed load warms
-the page cache and the imports. Prints figures, asserts nothing.
+the page cache and the imports. Each round also times Ray's own floor: a fresh process that starts a local
+cluster, gets one answer from a trivial actor and shuts down, less a process that only imports ray (no executor
+can cost less). Prints figures, asserts nothing.
 """
 from __future__ import annotations
 
@@ -124,6 +126,31 @@ def time_command(label: str, command: list[str], cwd: Path) -> Timing:
     return Timing(label, time.perf_counter() - t0, 0)
 
 
+RAY_FLOOR = """
+import os, ray
+os.environ.setdefault("RAY_worker_niceness", "0")
+ray.init(num_cpus={num_cpus}, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+@ray.remote(num_cpus={num_cpus})
+class Trivial:
+    def ping(self):
+        return 1
+actor = Trivial.remote()
+ray.get(actor.ping.remote())
+ray.kill(actor)
+ray.shutdown()
+"""
+
+
+def time_ray_floor(num_cpus: int) -> float:
+    """Ray's own cost of a sweep, nothing of psyling's: a fresh process that starts a local cluster, makes one
+    trivial actor answer once and shuts down, less a process that only imports ray."""
+    def wall(code: str) -> float:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - t0
+    return wall(RAY_FLOOR.format(num_cpus=num_cpus)) - wall("import ray")
+
+
 def time_cli(setup: Setup, round_: int) -> list[Timing]:
     """For one checkpoint, ``psyling run`` against ``psyling sweep run --executor ray``, each a fresh process."""
     folder = checkpoint_folders(setup, 1)[0]
@@ -201,7 +228,7 @@ def main() -> None:
         setup = Setup(Path(tmp), source, args.max_items, args.device, args.num_cpus)
         load_model(str(setup.source))  # untimed: page cache and imports warm for every variant
         rounds: dict[int, list[list[Timing]]] = {k: [] for k in ks}
-        inits, cli_rounds = [], []
+        inits, cli_rounds, floors = [], [], []
         for round_ in range(args.repeat):
             for k in ks:
                 rows, init_s = time_k(setup, k, not args.no_local, round_)
@@ -209,6 +236,7 @@ def main() -> None:
                 inits.append(init_s)
             if args.cli:
                 cli_rounds.append(time_cli(setup, round_))
+            floors.append(time_ray_floor(args.num_cpus))
     print(f"model {args.model}; core battery, max_items {args.max_items or 'all'}; cache off; device {args.device}; "
           f"ray.init(num_cpus={args.num_cpus}) {min(inits):.1f}-{max(inits):.1f} s")
     for k in ks:
@@ -217,6 +245,10 @@ def main() -> None:
         split_overhead({k: (best(rounds[k])[0].seconds, best(rounds[k])[1].seconds) for k in ks[:2]})
     if cli_rounds:
         report(1, best(cli_rounds), args.repeat)
+    floor, run_s = min(floors), best(rounds[ks[0]])[0].seconds / ks[0]
+    print(f"\nRay's own floor (start a local cluster, one trivial actor's answer, shut down; a fresh process less "
+          f"`import ray`): {floor:.1f} s, {floor / run_s:.1%} of one checkpoint's psyling.run"
+          + (f", {floor / best(cli_rounds)[0].seconds:.1%} of the psyling run command" if cli_rounds else ""))
 
 
 if __name__ == "__main__":

@@ -405,16 +405,18 @@ def _lens_accuracy_lines(lens_predictions) -> str:
 
 def _battery_score(name: str, predictions) -> str:
     """The battery's SyntaxGym score and circuits, where its file defines them (e.g. syntaxgym2020)."""
-    from .stats import item_passes, sg_score
+    from .stats import battery_score_rows, item_passes
     from .stimuli import load_battery
 
     config = load_battery(name).score
     if not config or predictions.empty:
         return ""
-    score, circuits = sg_score(item_passes(predictions), config.get("exclude", ()), config.get("circuits"))
-    lines = [f"\nSG score ({name}, mean suite accuracy, excluding {', '.join(config.get('exclude', [])) or 'none'}): "
-             f"{score:.3f}"]
-    lines += [f"  {row.circuit:<28} {row.score:.3f} ({row.n_suites} suites)" for row in circuits.itertuples()]
+    rows = battery_score_rows(item_passes(predictions), name, config)
+    excluded = ", ".join(config.get("exclude", ())) or "none"
+    lines = [f"\nSG score of {name} (mean accuracy over {rows.n_suites.iloc[0]} suites, excluding {excluded}): "
+             f"{rows.value.iloc[0]:.3f}"]
+    lines += [f"  {r.score.removeprefix('circuit: '):<28} {r.value:.3f} ({r.n_suites} suites)"
+              for r in rows.iloc[1:].itertuples()]
     return "\n".join(lines)
 
 

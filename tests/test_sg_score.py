@@ -31,5 +31,6 @@ def test_run_prints_the_battery_sg_score(data):
                           "syntaxgym_results_gpt-2-pretrained_.csv")
     predictions = results.rename(columns={"suite": "set", "correct": "passed"})
     text = _battery_score("syntaxgym2020", predictions)
-    assert "SG score (syntaxgym2020" in text and ": 0.784" in text and "Agreement" in text
+    assert "SG score of syntaxgym2020 (mean accuracy over 31 suites, excluding fgd-embed3" in text
+    assert text.splitlines()[1].endswith(": 0.784") and "  Agreement " in text
     assert _battery_score("core", predictions) == ""

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from psyling.stats.accuracy import wilson_interval
-from psyling.sweep.collect import collect, emergence_table, leaderboard, learning_curves
+from psyling.sweep.collect import battery_score_table, collect, emergence_table, leaderboard, learning_curves
+from psyling.sweep.spec import BatteryScore
 
 SET_SIZES = {"s1": 4, "s2": 6}
 PHENOMENON = {"s1": "agreement", "s2": "agreement"}
@@ -88,12 +89,14 @@ def test_emergence_table_fits_three_checkpoints_and_notes_fewer():
 
 def test_collect_writes_tables_that_read_back_equal(tmp_path):
     store = FakeStore()
-    paths = collect(store, tmp_path / "collect", n_boot=5, seed=0)
-    names = ["leaderboard", "learning_curves", "emergence"]
+    scores = [BatteryScore("b", {"exclude": ["s2"]}, ("s1", "s2"))]
+    paths = collect(store, tmp_path / "collect", n_boot=5, seed=0, scores=scores)
+    names = ["leaderboard", "learning_curves", "emergence", "battery_scores"]
     assert sorted(paths) == sorted(f"{n}.{ext}" for n in names for ext in ("parquet", "csv"))
     assert sorted(p.name for p in (tmp_path / "collect").iterdir()) == sorted(paths)  # no temporary files left
     expected = {"leaderboard": leaderboard(store), "learning_curves": learning_curves(store),
-                "emergence": emergence_table(store, n_boot=5, seed=0)}
+                "emergence": emergence_table(store, n_boot=5, seed=0),
+                "battery_scores": battery_score_table(store, scores)}
     for name, table in expected.items():
         pd.testing.assert_frame_equal(pd.read_parquet(paths[f"{name}.parquet"]), table)
         from_csv = pd.read_csv(paths[f"{name}.csv"])

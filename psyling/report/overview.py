@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..errors import PsylingError
 from ..runs import run_sets
-from ..stats import item_passes, sg_score
+from ..stats import battery_score_rows, item_passes
 from ..stats.compare import accuracy_by
 from ..stimuli import load_battery
 from .html_parts import html_table, text
@@ -69,13 +69,7 @@ def battery_score(run: ReportRun) -> Optional[pd.DataFrame]:
     predictions = run.table("predictions")
     if not config or predictions is None or predictions.empty:
         return None
-    exclude = config.get("exclude", ())
-    score, circuits = sg_score(item_passes(predictions), exclude, config.get("circuits"))
-    label = f"SG score (excluding {', '.join(exclude) or 'none'})"
-    n_scored = len(set(predictions["set"]) - set(exclude))
-    rows = [(label, name, n_scored, score)] + [(f"circuit: {c.circuit}", name, int(c.n_suites), c.score)
-                                                for c in circuits.itertuples()]
-    return pd.DataFrame(rows, columns=["score", "battery", "n_suites", "value"])
+    return battery_score_rows(item_passes(predictions), name, config)
 
 
 def sg_score_table(runs: Sequence[ReportRun]) -> pd.DataFrame:

@@ -9,10 +9,10 @@ from .mixed import condition_effects, crossed_intercepts
 from .predictions import PREDICTION_COLUMNS, SUMMARY_COLUMNS, evaluate_predictions, item_values, summarise
 from .regression import (DeltaLL, LinkingFunction, MixedDeltaLL, add_spillover, baseline_predictors, delta_loglik,
                          fit_linking, mixed_delta_loglik)
-from .sg_score import item_passes, sg_score, suite_accuracy
+from .sg_score import battery_score_rows, item_passes, sg_score, suite_accuracy
 
 __all__ = ["BootstrapResult", "DeltaLL", "Linking", "LinkingFunction", "McNemarResult", "MixedDeltaLL", "MixedFit",
            "PREDICTION_COLUMNS", "SUMMARY_COLUMNS", "accuracy_by", "add_spillover", "baseline_predictors",
-           "benjamini_hochberg", "compare_models", "compare_with_humans", "condition_effects", "crossed_intercepts",
-           "delta_loglik", "evaluate_predictions", "fit_linking", "item_passes", "item_values", "lmer", "mcnemar",
-           "mixed_delta_loglik", "paired_bootstrap", "sg_score", "suite_accuracy", "summarise", "wilson_interval"]
+           "battery_score_rows", "benjamini_hochberg", "compare_models", "compare_with_humans", "condition_effects",
+           "crossed_intercepts", "delta_loglik", "evaluate_predictions", "fit_linking", "item_passes", "item_values",
+           "lmer", "mcnemar", "mixed_delta_loglik", "paired_bootstrap", "sg_score", "suite_accuracy", "summarise", "wilson_interval"]

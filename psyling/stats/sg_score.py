@@ -34,3 +34,18 @@ def sg_score(items: pd.DataFrame, exclude: Iterable[str] = (),
         chosen = suites[suites["set"].isin(set(members))]
         rows.append((circuit, len(chosen), float(chosen["accuracy"].mean()) if len(chosen) else float("nan")))
     return score, pd.DataFrame(rows, columns=["circuit", "n_suites", "score"])
+
+
+SCORE_COLUMNS = ["score", "battery", "n_suites", "value"]
+
+
+def battery_score_rows(items: pd.DataFrame, battery: str, config: Mapping) -> pd.DataFrame:
+    """A battery's ``score:`` block applied to item passes (set, item, passed): the SG score row ("SG score
+    (excluding …)", over the suites present and not excluded) and one row per circuit ("circuit: NAME")."""
+    exclude = list(config.get("exclude", ()))
+    score, circuits = sg_score(items, exclude, config.get("circuits"))
+    label = f"SG score (excluding {', '.join(exclude) or 'none'})"
+    n_scored = int(items.loc[~items["set"].isin(set(exclude)), "set"].nunique())
+    rows = [(label, battery, n_scored, score)] + [(f"circuit: {c.circuit}", battery, int(c.n_suites), c.score)
+                                                  for c in circuits.itertuples()]
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS)

@@ -1,5 +1,6 @@
 """Collect a sweep's store into tables: a leaderboard across models, learning curves per set and phenomenon across
-checkpoints, and the step at which each set / phenomenon emerges (psyling.stats.emergence).
+checkpoints, the step at which each set / phenomenon emerges (psyling.stats.emergence), and the scores the sweep's
+batteries define (syntaxgym2020's SG score and circuits) per model.
 
 Everything is computed from the store's item-level ``items`` table (set, item, passed per cell); a set's
 phenomenon comes from the ``summary`` table. A phenomenon's accuracy pools the items of all its sets (an item is
@@ -7,12 +8,15 @@ identified by set and item id)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
 from ..fileio import write_csv, write_parquet
 from ..stats.accuracy import wilson_interval
 from ..stats.emergence import EmergenceFit, emergence
+from ..stats.sg_score import SCORE_COLUMNS, battery_score_rows
+from .spec import BatteryScore
 
 MIN_CHECKPOINTS = 3
 ACCURACY_COLUMNS = ["n_items", "n_passed", "accuracy", "ci_low", "ci_high"]
@@ -22,6 +26,8 @@ CURVE_COLUMNS = [*CURVE_KEYS, "revision", "step", *ACCURACY_COLUMNS]
 FIT_FIELDS = list(EmergenceFit.__dataclass_fields__)
 EMERGENCE_COLUMNS = [*CURVE_KEYS, "n_checkpoints", "n_items", *FIT_FIELDS]
 ITEM_COLUMNS = ["model", "revision", "step", "settings", "set", "item", "passed"]
+RUN_KEYS = ["model", "revision", "step", "settings"]
+BATTERY_SCORE_COLUMNS = [*RUN_KEYS, *SCORE_COLUMNS, "n_suites_in_battery"]
 
 
 def _items(store) -> pd.DataFrame:
@@ -102,13 +108,31 @@ def emergence_table(store, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=EMERGENCE_COLUMNS)
 
 
-def collect(store, out: Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Path]:
-    """Write leaderboard, learning_curves and emergence as parquet and CSV under ``out`` (atomically);
-    returns {file name: path}."""
+def battery_score_table(store, scores: Sequence[BatteryScore]) -> pd.DataFrame:
+    """Each battery score (e.g. syntaxgym2020's SG score and circuits) per (model, revision, settings), from the
+    items of the battery's sets only, as ``psyling run --battery`` computes it; ``n_suites_in_battery`` is the
+    number of suites the score would average once every cell is done (fewer ``n_suites`` means cells missing)."""
+    items, parts = _items(store), []
+    for score in scores:
+        mine = items[items["set"].isin(set(score.sets))]
+        expected = len(set(score.sets) - set(score.config.get("exclude", ())))
+        for keys, group in mine.groupby(RUN_KEYS, dropna=False, sort=True):
+            rows = battery_score_rows(group[["set", "item", "passed"]], score.battery, score.config)
+            parts.append(rows.assign(**dict(zip(RUN_KEYS, keys)), n_suites_in_battery=expected))
+    if not parts:
+        return pd.DataFrame(columns=BATTERY_SCORE_COLUMNS)
+    return pd.concat(parts, ignore_index=True)[BATTERY_SCORE_COLUMNS]
+
+
+def collect(store, out: Path, n_boot: int = 1000, seed: int = 0,
+            scores: Sequence[BatteryScore] = ()) -> dict[str, Path]:
+    """Write leaderboard, learning_curves, emergence and battery_scores (the ``scores`` of the sweep's
+    batteries) as parquet and CSV under ``out`` (atomically); returns {file name: path}."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tables = {"leaderboard": leaderboard(store), "learning_curves": learning_curves(store),
-              "emergence": emergence_table(store, n_boot=n_boot, seed=seed)}
+              "emergence": emergence_table(store, n_boot=n_boot, seed=seed),
+              "battery_scores": battery_score_table(store, scores)}
     paths = {}
     for name, table in tables.items():
         paths[f"{name}.parquet"] = write_parquet(out / f"{name}.parquet", table)

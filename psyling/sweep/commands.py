@@ -79,13 +79,29 @@ def _collect(args: argparse.Namespace) -> int:
 
     sweep, store = _opened(args)
     out = args.out or store.root / "collect"
-    paths = collect(store, out, n_boot=args.n_boot, seed=args.seed)
+    paths = collect(store, out, n_boot=args.n_boot, seed=args.seed, scores=sweep.scores)
     print(f"sweep {sweep.name}: collected {len(store.done_digests())} cells into {out}")
     for name, path in paths.items():
         print(f"  {name}: {path}")
     print(leaderboard_lines(pd.read_parquet(out / "leaderboard.parquet")))
+    scores = pd.read_parquet(out / "battery_scores.parquet")
+    if not scores.empty:
+        print(battery_score_lines(scores))
     print(emergence_lines(pd.read_parquet(out / "emergence.parquet")))
     return 0
+
+
+def battery_score_lines(scores: pd.DataFrame) -> str:
+    """The batteries' scores (SG score first, then circuits) per model, revision and settings, with the suites
+    each averages (the SG score's: "k of n", n being the battery's suites not excluded)."""
+    lines = ["battery scores (battery_scores.csv):"]
+    for keys, group in scores.groupby(["battery", "model", "revision", "settings"], sort=False):
+        battery, model, revision, settings = keys
+        lines.append(f"  {battery}: {model} {revision} [{settings}]")
+        for r in group.itertuples():
+            count = f"{r.n_suites} of {r.n_suites_in_battery}" if r.score.startswith("SG score") else r.n_suites
+            lines.append(f"    {r.score}: {r.value:.3f} ({count} suites)")
+    return "\n".join(lines)
 
 
 def leaderboard_lines(board: pd.DataFrame) -> str:

@@ -25,7 +25,7 @@ from ..models.conventions import get_convention
 from ..models.embedded import EMBEDDED
 from ..models.loading import HUB_ID, WEIGHT_SUFFIXES
 from ..models.options import ModelSpec
-from ..stimuli import load_battery
+from ..stimuli import Battery, load_battery
 from ..stimuli.fields import Where, array, json_type, mapping, string, string_list
 from ..stimuli.io import load_stimuli
 from ..stimuli.manifest import read_manifest
@@ -79,13 +79,24 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class BatteryScore:
+    """A battery of the sweep whose file defines a score (``score:``, e.g. syntaxgym2020's SG score and
+    circuits): the battery's name, that block, and the names of the sweep's sets that came from the battery."""
+    battery: str
+    config: dict
+    sets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Sweep:
-    """A parsed sweep file: its models (one per revision), its cells (sorted) and its grid of settings."""
+    """A parsed sweep file: its models (one per revision), its cells (sorted), its grid of settings and the
+    scores its batteries define."""
     path: Path
     name: str
     models: tuple[SweepModel, ...]
     cells: tuple[Cell, ...]
     settings_grid: tuple[dict, ...]
+    scores: tuple[BatteryScore, ...] = ()
 
 
 class FileDigests:
@@ -301,15 +312,25 @@ def settings_label(point: dict) -> str:
     return ",".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(point.items()))
 
 
-def _stimulus_sets(data: dict, where: Where, folder: Path, options: ReaderOptions) -> list[StimulusSet]:
+def _battery_files(data: dict, where: Where) -> dict[str, tuple[Battery, list[Path]]]:
+    """The batteries the sweep names, each with its stimulus files; an unknown battery or one whose published
+    data is missing is a one-line error."""
+    batteries = {}
+    for name in string_list(data.get("batteries", []), where, "batteries"):
+        try:
+            battery = load_battery(name)
+            batteries[name] = (battery, [Path(f).resolve() for f in battery.files()])
+        except StimulusError as exc:
+            raise where.error(exc.reason, "batteries") from None
+    return batteries
+
+
+def _stimulus_sets(data: dict, where: Where, folder: Path, options: ReaderOptions,
+                   battery_paths: list[Path]) -> list[StimulusSet]:
     """The sets the sweep names (paths relative to its file) and its batteries' sets, loaded; any file that
     does not load is a one-line error."""
     paths = [(folder / Path(p).expanduser()).resolve() for p in string_list(data.get("sets", []), where, "sets")]
-    for name in string_list(data.get("batteries", []), where, "batteries"):
-        try:
-            paths += load_battery(name).files()
-        except StimulusError as exc:
-            raise where.error(exc.reason, "batteries") from None
+    paths += battery_paths
     if not paths:
         raise where.error("give stimulus sets (sets) or batteries", "sets")
     loaded = load_stimuli(paths, options)
@@ -317,6 +338,18 @@ def _stimulus_sets(data: dict, where: Where, folder: Path, options: ReaderOption
         more = f" (and {len(loaded.errors) - 1} more)" if len(loaded.errors) > 1 else ""
         raise where.error(f"{loaded.errors[0]}{more}", "sets")
     return loaded.sets
+
+
+def battery_scores(batteries: dict[str, tuple[Battery, list[Path]]],
+                   sets: list[StimulusSet]) -> tuple[BatteryScore, ...]:
+    """The scores the batteries define, each with the names of the loaded sets read from the battery's files."""
+    scores = []
+    for battery, files in batteries.values():
+        if battery.score:
+            chosen = set(files)
+            names = tuple(s.name for s in sets if Path(s.source).resolve() in chosen)
+            scores.append(BatteryScore(battery.name, battery.score, names))
+    return tuple(scores)
 
 
 def _model_key(model: SweepModel, identity: dict, config: RunConfig) -> dict:
@@ -353,8 +386,10 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
     settings = _settings(data, where)
     grid = _grid(data.get("grid"), where, settings)
     models = _models(data.get("models"), where, path.parent)
-    sets = _stimulus_sets(data, where, path.parent, _checked(settings, where, "settings").reader_options)
+    batteries = _battery_files(data, where)
+    sets = _stimulus_sets(data, where, path.parent, _checked(settings, where, "settings").reader_options,
+                          [f for _, files in batteries.values() for f in files])
     digests = FileDigests()
     cells = _cells(models, sets, settings, grid, digests)
     digests.save()
-    return Sweep(path, name, models, cells, grid)
+    return Sweep(path, name, models, cells, grid, battery_scores(batteries, sets))
