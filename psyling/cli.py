@@ -792,7 +792,8 @@ def _compare_parser(sub: Sub) -> None:
 
 def _report_parser(sub: Sub) -> None:
     rep = sub.add_parser("report", help="one self-contained HTML page over runs (no network needed to open it)")
-    rep.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run directories, one model each")
+    rep.add_argument("run_dirs", type=Path, nargs="+", metavar="FOLDER",
+                     help="run directories (one model each), experiment folders, sweep stores or collect folders")
     rep.add_argument("--out", type=Path, required=True, help="the HTML file to write, e.g. report.html")
     rep.add_argument("--static", action="store_true", help="embed PNG plots instead of interactive ones (no plotly)")
     rep.set_defaults(func=_report)

@@ -1,12 +1,16 @@
 """Collecting a sweep store: leaderboard, learning curves (set and pooled phenomenon) and emergence, on a fake
 store whose item passes are known."""
+import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+import psyling
+
 from psyling.stats.accuracy import wilson_interval
-from psyling.sweep.collect import battery_score_table, collect, emergence_table, leaderboard, learning_curves
+from psyling.sweep.collect import CollectOptions, battery_score_table, collect, emergence_table, leaderboard, learning_curves
 from psyling.sweep.spec import BatteryScore
 
 SET_SIZES = {"s1": 4, "s2": 6}
@@ -21,8 +25,11 @@ CELL_KEYS = ["model", "revision", "set", "step", "settings", "cell"]
 class FakeStore:
     """The two reads collect uses, shaped as SweepStore returns them (partition columns + step/settings/cell)."""
 
-    def __init__(self, passing=PASSING):
-        self.passing = passing
+    def __init__(self, passing=PASSING, root="store"):
+        self.passing, self.root = passing, Path(root)
+
+    def done_digests(self) -> set:
+        return {cell["cell"] for cell, _ in self._cells()}
 
     def _cells(self):
         for (model, step), counts in self.passing.items():
@@ -88,11 +95,15 @@ def test_emergence_table_fits_three_checkpoints_and_notes_fewer():
 
 
 def test_collect_writes_tables_that_read_back_equal(tmp_path):
-    store = FakeStore()
-    scores = [BatteryScore("b", {"exclude": ["s2"]}, ("s1", "s2"))]
-    paths = collect(store, tmp_path / "collect", n_boot=5, seed=0, scores=scores)
+    store = FakeStore(root=tmp_path / "store")
+    scores = (BatteryScore("b", {"exclude": ["s2"]}, ("s1", "s2")),)
+    paths = collect(store, tmp_path / "collect", CollectOptions(n_boot=5, seed=0, scores=scores, sweep="fake"))
     names = ["leaderboard", "learning_curves", "emergence", "battery_scores"]
-    assert sorted(paths) == sorted(f"{n}.{ext}" for n in names for ext in ("parquet", "csv"))
+    assert sorted(paths) == sorted([f"{n}.{ext}" for n in names for ext in ("parquet", "csv")] + ["manifest.json"])
+    manifest = json.loads(paths["manifest.json"].read_text())
+    assert manifest == {"kind": "sweep-collect", "sweep": "fake", "store": str(tmp_path.resolve() / "store"),
+                        "cells_done": len(PASSING) * len(SET_SIZES), "n_boot": 5, "seed": 0,
+                        "battery_scores": ["b"], "tables": names, "psyling_version": psyling.__version__}
     assert sorted(p.name for p in (tmp_path / "collect").iterdir()) == sorted(paths)  # no temporary files left
     expected = {"leaderboard": leaderboard(store), "learning_curves": learning_curves(store),
                 "emergence": emergence_table(store, n_boot=5, seed=0),

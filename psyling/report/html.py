@@ -1,5 +1,6 @@
-"""``psyling report``: one self-contained HTML page over one or more runs (plotly's JavaScript inlined, all data
-inline, no network, the same bytes for the same runs). ``static=True`` embeds PNGs drawn with matplotlib instead."""
+"""``psyling report``: one self-contained HTML page over runs, experiment folders and sweeps (plotly's JavaScript
+inlined, all data inline, no network, the same bytes for the same inputs). ``static=True`` embeds PNGs drawn with
+matplotlib instead."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ from .network import Experiment, network_section, read_experiments, split_folder
 from .overview import overview
 from .report_data import ReportRun, read_report_runs, report_sets, reproducibility
 from .set_views import set_section
+from .sweep_view import SweepTables, collect_folder, read_sweep, sweep_sections
 
 STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:80em;color:#222}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.2em .5em}
@@ -73,28 +75,37 @@ def reproducibility_section(runs: Sequence[ReportRun], experiments: Sequence[Exp
     return "".join(parts) + "</section>"
 
 
-def render(runs: Sequence[ReportRun], static: bool, experiments: Sequence[Experiment] = ()) -> str:
+def render(runs: Sequence[ReportRun], static: bool, experiments: Sequence[Experiment] = (),
+           sweeps: Sequence[SweepTables] = ()) -> str:
     """The whole page: overview, one section per set, inside the network (where there is something to show),
-    reproducibility."""
+    the sweeps, reproducibility (the parts with nothing to show are left out)."""
     sets = report_sets(runs)
     network = network_section(runs, experiments, static)
-    links = [("overview", "Overview"), *((f"set-{k}", s) for k, s in enumerate(sets)),
-             *((("network", "Inside the network"),) if network else ()), ("reproducibility", "Reproducibility")]
+    records = bool(runs or experiments)
+    links = [*((("overview", "Overview"),) if runs else ()), *((f"set-{k}", s) for k, s in enumerate(sets)),
+             *((("network", "Inside the network"),) if network else ()),
+             *((f"sweep-{k}", f"Sweep: {s.label}") for k, s in enumerate(sweeps)),
+             *((("reproducibility", "Reproducibility"),) if records else ())]
     nav = "".join(f'<li><a href="#{ident}">{text(name)}</a></li>' for ident, name in links)
     head = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>psyling report</title>'
             f'<style>{STYLE}</style>')
     if not static:
         head += f'<script type="text/javascript">{plotly_bundle()}</script>'
-    body = (f'<body><h1>psyling report: {text(", ".join(r.label for r in runs))}</h1><nav><ul>{nav}</ul></nav>'
-            + overview(runs) + "".join(set_section(runs, s, k, static) for k, s in enumerate(sets)) + network
-            + reproducibility_section(runs, experiments))
+    title = ", ".join([r.label for r in runs] + [f"sweep {s.label}" for s in sweeps])
+    body = (f'<body><h1>psyling report: {text(title)}</h1><nav><ul>{nav}</ul></nav>'
+            + (overview(runs) if runs else "") + "".join(set_section(runs, s, k, static) for k, s in enumerate(sets))
+            + network + sweep_sections(sweeps, static)
+            + (reproducibility_section(runs, experiments) if records else ""))
     scripts = f"<script>{SORT_JS}</script>" + ("" if static else f"<script>{DRAW_JS}</script>")
     return head + "</head>" + body + scripts + "</body></html>\n"
 
 
 def build_report(folders: Sequence[Path], out: Path, static: bool = False) -> Path:
-    """Write the report of run folders (and experiment folders: patching, mediation, SAE ...) to ``out`` (one HTML
-    file) and return its path."""
-    run_dirs, experiment_dirs = split_folders([Path(d) for d in folders])
-    page = render(read_report_runs(run_dirs), static, read_experiments(experiment_dirs))
+    """Write the report of run folders, experiment folders (patching, mediation, SAE ...) and sweeps (a
+    ``psyling sweep collect`` folder, or the store holding one) to ``out`` (one HTML file); return its path."""
+    found = [(Path(d), collect_folder(Path(d))) for d in folders]
+    sweeps = [read_sweep(collected) for _, collected in found if collected is not None]
+    run_dirs, experiment_dirs = split_folders([folder for folder, collected in found if collected is None])
+    runs = read_report_runs(run_dirs) if run_dirs or not sweeps else []
+    page = render(runs, static, read_experiments(experiment_dirs), sweeps)
     return atomic_write(Path(out), lambda tmp: tmp.write_text(page, encoding="utf-8"))

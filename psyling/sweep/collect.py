@@ -7,12 +7,14 @@ phenomenon comes from the ``summary`` table. A phenomenon's accuracy pools the i
 identified by set and item id)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
-from ..fileio import write_csv, write_parquet
+from .. import __version__
+from ..fileio import write_csv, write_json, write_parquet
 from ..stats.accuracy import wilson_interval
 from ..stats.emergence import EmergenceFit, emergence
 from ..stats.sg_score import SCORE_COLUMNS, battery_score_rows
@@ -27,6 +29,8 @@ FIT_FIELDS = list(EmergenceFit.__dataclass_fields__)
 EMERGENCE_COLUMNS = [*CURVE_KEYS, "n_checkpoints", "n_items", *FIT_FIELDS]
 ITEM_COLUMNS = ["model", "revision", "step", "settings", "set", "item", "passed"]
 RUN_KEYS = ["model", "revision", "step", "settings"]
+COLLECT_KIND = "sweep-collect"
+COLLECT_TABLES = ("leaderboard", "learning_curves", "emergence", "battery_scores")
 BATTERY_SCORE_COLUMNS = [*RUN_KEYS, *SCORE_COLUMNS, "n_suites_in_battery"]
 
 
@@ -124,17 +128,32 @@ def battery_score_table(store, scores: Sequence[BatteryScore]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)[BATTERY_SCORE_COLUMNS]
 
 
-def collect(store, out: Path, n_boot: int = 1000, seed: int = 0,
-            scores: Sequence[BatteryScore] = ()) -> dict[str, Path]:
-    """Write leaderboard, learning_curves, emergence and battery_scores (the ``scores`` of the sweep's
-    batteries) as parquet and CSV under ``out`` (atomically); returns {file name: path}."""
+@dataclass(frozen=True)
+class CollectOptions:
+    """How to collect: the item-bootstrap resamples and seed of the emergence CIs, the scores the sweep's
+    batteries define, and the sweep's name (for the manifest)."""
+    n_boot: int = 1000
+    seed: int = 0
+    scores: tuple[BatteryScore, ...] = ()
+    sweep: str = ""
+
+
+def collect(store, out: Path, options: CollectOptions = CollectOptions()) -> dict[str, Path]:
+    """Write leaderboard, learning_curves, emergence and battery_scores as parquet and CSV under ``out``
+    (atomically), and a manifest.json (kind ``sweep-collect``: sweep, store, cells, options, version) that
+    ``psyling report`` reads; returns {file name: path}."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tables = {"leaderboard": leaderboard(store), "learning_curves": learning_curves(store),
-              "emergence": emergence_table(store, n_boot=n_boot, seed=seed),
-              "battery_scores": battery_score_table(store, scores)}
+              "emergence": emergence_table(store, n_boot=options.n_boot, seed=options.seed),
+              "battery_scores": battery_score_table(store, options.scores)}
     paths = {}
     for name, table in tables.items():
         paths[f"{name}.parquet"] = write_parquet(out / f"{name}.parquet", table)
         paths[f"{name}.csv"] = write_csv(out / f"{name}.csv", table)
+    manifest = {"kind": COLLECT_KIND, "sweep": options.sweep, "store": str(Path(store.root).resolve()),
+                "cells_done": len(store.done_digests()), "n_boot": options.n_boot, "seed": options.seed,
+                "battery_scores": [score.battery for score in options.scores], "tables": list(tables),
+                "psyling_version": __version__}
+    paths["manifest.json"] = write_json(out / "manifest.json", manifest)
     return paths

@@ -75,11 +75,11 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from .collect import collect
+    from .collect import CollectOptions, collect
 
     sweep, store = _opened(args)
     out = args.out or store.root / "collect"
-    paths = collect(store, out, n_boot=args.n_boot, seed=args.seed, scores=sweep.scores)
+    paths = collect(store, out, CollectOptions(args.n_boot, args.seed, sweep.scores, sweep.name))
     print(f"sweep {sweep.name}: collected {len(store.done_digests())} cells into {out}")
     for name, path in paths.items():
         print(f"  {name}: {path}")
