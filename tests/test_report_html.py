@@ -79,9 +79,14 @@ def test_csv_download_links(page):
     assert len(accuracy.splitlines()) == 1 + 3 * 2
 
 
-def test_static_has_pngs_and_no_plotly(runs, tmp_path):
-    page = build_report(runs, tmp_path / "static.html", static=True).read_text(encoding="utf-8")
-    assert page.count('src="data:image/png;base64,') == 3
+def test_static_has_pngs_and_no_plotly(runs, page, tmp_path):
+    static = build_report(runs, tmp_path / "static.html", static=True).read_text(encoding="utf-8")
+    kinds = re.findall(r'<div class="plot" id="([a-z]+)-\d+"', page)
+    assert kinds.count("profile") == 3 and kinds.count("items") >= 1 and kinds.count("forest") >= 1
+    alts = re.findall(r'<img class="static-plot" alt="[^"]*?(region profile|item-level surprisal|forest plot)"', static)
+    assert (alts.count("region profile"), alts.count("item-level surprisal"), alts.count("forest plot")) == (
+        kinds.count("profile"), kinds.count("items"), kinds.count("forest"))  # every interactive chart, as a PNG
+    page = static
     assert "Plotly" not in page and "plotly" not in page.lower().replace("no plotly", "")
     assert "http://" not in page and "https://" not in page
 

@@ -121,12 +121,32 @@ def test_script_in_a_stimulus_stays_escaped_in_the_design(page):
     assert "<script>" not in markup and "<b>bold</b>" not in markup
 
 
-def test_static_section_says_the_item_and_forest_charts_are_interactive_only(runs):
+def test_static_section_draws_every_chart_from_the_interactive_traces(runs, monkeypatch):
+    from psyling.report import set_pngs
+    from psyling.report.set_views import forest_traces, item_traces
+    from psyling.report.report_data import human_comparison
+
     report_runs = read_report_runs(runs)
     shown = set_section(report_runs, "garden_path_npz", 0, static=True)
-    assert shown.count('src="data:image/png;base64,') == 1 and 'id="items-0"' not in shown
-    assert 'id="human-0"' in shown and 'id="forest-0"' not in shown
-    assert "item-level points and the forest plot are on the interactive page" in shown
+    assert shown.count('src="data:image/png;base64,') == 3 and 'class="plot"' not in shown
+    for alt in ("region profile", "item-level surprisal", "forest plot"):
+        assert f'alt="garden_path_npz {alt}"' in shown
+    assert "hovering a point shows its item id" in shown and "the dotted line is zero" in shown
+    drawn = []
+    monkeypatch.setattr(set_pngs, "figure_img", lambda fig, alt: drawn.append(fig) or "")
+    traces, conditions = item_traces(report_runs, "garden_path_npz", "main_verb")
+    set_pngs.items_png(traces, conditions, "garden_path_npz", "main_verb")
+    points = [c.get_offsets() for c in drawn[0].axes[0].collections]
+    assert len(points) == len(traces)
+    for xy, trace in zip(points, traces):
+        assert xy[:, 0].tolist() == pytest.approx(trace["x"]) and xy[:, 1].tolist() == pytest.approx(trace["y"])
+    human = human_comparison(report_runs, "garden_path_npz")
+    forest = forest_traces(human)
+    set_pngs.forest_png(forest, "garden_path_npz", str(human["unit"].iloc[0]))
+    left, right = drawn[1].axes
+    xs = [line.get_xdata()[0] for ax in (left, right) for line in ax.lines if line.get_marker() in ("o", "D")]
+    expected = [t["x"][0] for t in forest if t["xaxis"] == "x"] + [t["x"][0] for t in forest if t["xaxis"] == "x2"]
+    assert xs == pytest.approx(expected)
 
 
 DRAWN = """Array.from(document.querySelectorAll('div.plot')).filter(d => !d.id.startsWith('profile-')).map(d => ({

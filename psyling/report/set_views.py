@@ -9,9 +9,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .html_parts import (COLOURS, DASHES, PLOT_CONFIG, csv_link, figure_div, figure_img, finite, html_table,
-                         table_cell, text)
-from .plots import condition_styles
+from .html_parts import COLOURS, DASHES, PLOT_CONFIG, csv_link, figure_div, finite, html_table, table_cell, text
+from .set_pngs import forest_png, items_png, profile_png
 from .report_data import ReportRun, design, human_comparison, item_points, predicted_region, profile
 
 REGION_PALETTE = ("#dbeafe", "#dcfce7", "#fef3c7", "#fce7f3", "#ede9fe", "#ccfbf1", "#ffedd5", "#e0e7ff",
@@ -111,29 +110,6 @@ def profile_figure(runs: Sequence[ReportRun], set_name: str, critical: str, fig_
     return figure_div(fig_id, figure, set=set_name, model=json.dumps(models), critical=critical)
 
 
-def static_figure(runs: Sequence[ReportRun], set_name: str, critical: str) -> str:
-    """The region chart as a PNG (matplotlib) in a data URI."""
-    from .plots import load_pyplot
-
-    plt = load_pyplot()
-    traces, names = profile_traces(runs, set_name)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(names) + 2), 3.8))
-    styles = condition_styles(len(traces))
-    for trace, style in zip(traces, styles):
-        y = np.array([np.nan if v is None else v for v in trace["y"]])
-        err = np.array([[np.nan if v is None else v for v in trace["error_y"][k]] for k in ("arrayminus", "array")])
-        ax.errorbar(trace["x"], y, yerr=np.nan_to_num(err), capsize=3, label=trace["name"], **style)
-    if critical in names:
-        ax.axvspan(names.index(critical) - 0.45, names.index(critical) + 0.45, color="0.92", zorder=0,
-                   label="critical region")
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_ylabel("surprisal (bits), mean ± 95% CI")
-    ax.set_title(set_name)
-    ax.legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    return figure_img(fig, f"{set_name} region profile")
-
-
 def item_traces(runs: Sequence[ReportRun], set_name: str, region: str) -> tuple[list[dict[str, Any]], list[str]]:
     """One trace per condition per model: each item's surprisal at ``region`` (x: the condition, spread by a fixed
     per-item offset and a per-model offset), and the conditions in order."""
@@ -164,10 +140,14 @@ def items_figure(runs: Sequence[ReportRun], set_name: str, region: str, fig_id: 
                         "ticktext": conditions, "title": {"text": "condition"}},
               "yaxis": {"title": {"text": f"surprisal at {region} (bits)"}}, "margin": {"t": 50}}
     figure = {"data": traces, "layout": layout, "config": PLOT_CONFIG}
-    return (figure_div(fig_id, figure, set=set_name, region=region)
-            + caption(f"Each point is one item's surprisal (bits) at the {region} region in one condition (colour) "
-                      "for one model (marker shape); points are spread sideways by a fixed offset per item only so "
-                      "they do not overlap, and hovering a point shows its item id."))
+    return figure_div(fig_id, figure, set=set_name, region=region) + items_caption(region)
+
+
+def items_caption(region: str) -> str:
+    """The caption of the item-level chart."""
+    return caption(f"Each point is one item's surprisal (bits) at the {region} region in one condition (colour) for "
+                   "one model (marker shape); points are spread sideways by a fixed offset per item only so they do "
+                   "not overlap, and (on the interactive page) hovering a point shows its item id.")
 
 
 def forest_trace(label: str, values: tuple[float, float, float], colour: str, meta: dict[str, Any],
@@ -213,14 +193,19 @@ def forest_figure(human: pd.DataFrame, set_name: str, fig_id: str) -> str:
               "shapes": [{**zero, "xref": "x"}, {**zero, "xref": "x2"}], "margin": {"t": 50, "l": 160},
               "showlegend": False}
     figure = {"data": forest_traces(human), "layout": layout, "config": PLOT_CONFIG}
+    return figure_div(fig_id, figure, set=set_name, unit=unit) + forest_caption(human)
+
+
+def forest_caption(human: pd.DataFrame) -> str:
+    """The caption of the forest plot, naming the models without a linking fit."""
+    unit = str(human["unit"].iloc[0])
     unlinked = [m for m, p in zip(human["model"], human["predicted"]) if not np.isfinite(p)]
     note = (f" No linking function was fitted for {', '.join(unlinked)}, so "
             f"{'it has' if len(unlinked) == 1 else 'they have'} no point in {unit}, only in bits." if unlinked else "")
-    return (figure_div(fig_id, figure, set=set_name, unit=unit)
-            + caption(f"Left: each model's effect predicted in {unit} by its linking fit and the published human "
-                      f"effect (black diamond), one row each; right: each model's effect in bits (the set's effect "
-                      f"contrast); points are estimates, bars 95% CIs (t over items for the models), the dotted "
-                      f"line is zero." + note))
+    return caption(f"Left: each model's effect predicted in {unit} by its linking fit and the published human "
+                   f"effect (black diamond), one row each; right: each model's effect in bits (the set's effect "
+                   f"contrast); points are estimates, bars 95% CIs (t over items for the models), the dotted line "
+                   f"is zero." + note)
 
 
 def human_panel(runs: Sequence[ReportRun], set_name: str, index: int, static: bool) -> list[str]:
@@ -228,7 +213,8 @@ def human_panel(runs: Sequence[ReportRun], set_name: str, index: int, static: bo
     human = human_comparison(runs, set_name)
     if human.empty:
         return []
-    chart = "" if static else forest_figure(human, set_name, f"forest-{index}")
+    chart = (forest_png(forest_traces(human), set_name, str(human["unit"].iloc[0])) + forest_caption(human)
+             if static else forest_figure(human, set_name, f"forest-{index}"))
     return [f'<div class="human" id="human-{index}"><h3>Model effect and human effect</h3>', chart,
             html_table(human, f"human_{set_name}"), "</div>"]
 
@@ -259,20 +245,20 @@ def mixed_tables(runs: Sequence[ReportRun], set_name: str) -> list[str]:
 
 
 def charts(runs: Sequence[ReportRun], set_name: str, critical: str, index: int, static: bool) -> list[str]:
-    """The region chart and, on the interactive page, the item-level chart, each with its caption."""
+    """The region chart and the item-level chart (at the critical or predicted region), each with its caption:
+    plotly figures, or with ``static`` PNGs of the same traces."""
     profile_caption = caption(
         "Each line is one condition (colour) of one model (line dash); points are the mean surprisal (bits) of each "
         "region over items and error bars the 95% t confidence interval over items"
         + (f"; the shaded column is the critical region ({critical})." if critical else "."))
-    if static:
-        return [static_figure(runs, set_name, critical), profile_caption,
-                caption("This static page shows the region chart only; the item-level points and the forest plot "
-                        "are on the interactive page (psyling report without --static), their numbers in the "
-                        "tables below.")]
-    parts = [profile_figure(runs, set_name, critical, f"profile-{index}"), profile_caption]
+    profile_chart = (profile_png(*profile_traces(runs, set_name), set_name, critical) if static
+                     else profile_figure(runs, set_name, critical, f"profile-{index}"))
+    parts = [profile_chart, profile_caption]
     region = critical or next(filter(None, (predicted_region(r, set_name) for r in runs)), "")
     if region:
-        parts += ["<h3>Item-level surprisal</h3>", items_figure(runs, set_name, region, f"items-{index}")]
+        items = (items_png(*item_traces(runs, set_name, region), set_name, region) + items_caption(region) if static
+                 else items_figure(runs, set_name, region, f"items-{index}"))
+        parts += ["<h3>Item-level surprisal</h3>", items]
     return parts
 
 

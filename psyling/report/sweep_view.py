@@ -13,6 +13,7 @@ import pandas as pd
 from ..errors import PsylingError, first_line
 from ..sweep.collect import COLLECT_KIND, COLLECT_TABLES, MIN_CHECKPOINTS
 from .html_parts import COLOURS, PLOT_CONFIG, csv_link, figure_div, figure_img, finite, html_table, text
+from .network import FOLD_ROWS
 
 CURVE_LEVELS = ("phenomenon", "set")  # the level drawn: phenomena where the sets name them, else sets
 
@@ -171,6 +172,8 @@ def _curves_part(sweep: SweepTables, index: int, static: bool) -> str:
     fitted = fits[fits["n_checkpoints"] >= MIN_CHECKPOINTS] if not fits.empty else fits
     table = (html_table(fitted, f"{sweep.label}_emergence") if not fitted.empty else
              f"<p>No emergence step: it needs at least {MIN_CHECKPOINTS} checkpoints with a known step.</p>")
+    if len(fitted) > FOLD_ROWS:
+        table = f"<details><summary>the table ({len(fitted)} rows)</summary>{table}</details>"
     return ("<h3>Learning curves</h3><p class=\"caption\">Accuracy per " + text(level) + " over training steps "
             "(Wilson 95% CIs); a cross marks the emergence step (the midpoint of a sigmoid over log10 step) with its "
             "item-bootstrap 95% CI.</p>" + "".join(charts) + "<h3>Emergence</h3>" + table)
