@@ -79,3 +79,9 @@ def test_battery_score_uses_only_the_battery_sets_and_counts_missing_suites():
         assert one["value"] == pytest.approx(accuracies[0]) and one["n_suites"] == 1  # s2 is not in "one"
     assert len(table) == len(PASSING) * 3
     assert battery_score_table(FakeStore(), []).empty
+
+
+def test_battery_scores_follow_training_steps_not_revision_names():
+    store = FakeStore(passing={("a", 3): {"s1": 1, "s2": 1}, ("a", 10): {"s1": 4, "s2": 6}})  # "step10" < "step3"
+    table = battery_score_table(store, [BatteryScore("b", {}, ("s1", "s2"))])
+    assert table["step"].tolist() == [3, 10] and table["revision"].tolist() == ["step3", "step10"]

@@ -15,8 +15,6 @@ from ..sweep.collect import COLLECT_KIND, COLLECT_TABLES, MIN_CHECKPOINTS
 from .html_parts import COLOURS, PLOT_CONFIG, csv_link, figure_div, figure_img, finite, html_table, text
 from .network import FOLD_ROWS
 
-CURVE_LEVELS = ("phenomenon", "set")  # the level drawn: phenomena where the sets name them, else sets
-
 
 @dataclass
 class SweepTables:
@@ -86,7 +84,7 @@ def _tables_part(sweep: SweepTables) -> str:
 
 def curve_level(curves: pd.DataFrame) -> str:
     """The level the learning curves are drawn at: phenomena where any set names one, else sets."""
-    return next(level for level in CURVE_LEVELS if level == "set" or (curves["level"] == level).any())
+    return "phenomenon" if (curves["level"] == "phenomenon").any() else "set"
 
 
 def _drawn_curves(sweep: SweepTables) -> list[tuple[tuple[str, str], pd.DataFrame, pd.DataFrame]]:

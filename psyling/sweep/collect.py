@@ -114,8 +114,9 @@ def emergence_table(store, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
 
 def battery_score_table(store, scores: Sequence[BatteryScore]) -> pd.DataFrame:
     """Each battery score (e.g. syntaxgym2020's SG score and circuits) per (model, revision, settings), from the
-    items of the battery's sets only, as ``psyling run --battery`` computes it; ``n_suites_in_battery`` is the
-    number of suites the score would average once every cell is done (fewer ``n_suites`` means cells missing)."""
+    items of the battery's sets only, as ``psyling run --battery`` computes it, in training-step order (not the
+    revision names' order); ``n_suites_in_battery`` is the number of suites the score would average once every
+    cell is done (fewer ``n_suites`` means cells missing)."""
     items, parts = _items(store), []
     for score in scores:
         mine = items[items["set"].isin(set(score.sets))]
@@ -125,7 +126,8 @@ def battery_score_table(store, scores: Sequence[BatteryScore]) -> pd.DataFrame:
             parts.append(rows.assign(**dict(zip(RUN_KEYS, keys)), n_suites_in_battery=expected))
     if not parts:
         return pd.DataFrame(columns=BATTERY_SCORE_COLUMNS)
-    return pd.concat(parts, ignore_index=True)[BATTERY_SCORE_COLUMNS]
+    table = pd.concat(parts, ignore_index=True)[BATTERY_SCORE_COLUMNS]
+    return table.sort_values(["battery", "model", "step", "revision", "settings"], kind="stable", ignore_index=True)
 
 
 @dataclass(frozen=True)
