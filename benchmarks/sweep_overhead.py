@@ -165,11 +165,18 @@ def time_cli(setup: Setup, round_: int) -> list[Timing]:
 
 
 def time_k(setup: Setup, k: int, local: bool, round_: int) -> tuple[list[Timing], float]:
-    """Every variant for ``k`` checkpoints, baseline first, and the ray.init seconds."""
+    """Every variant for ``k`` checkpoints (the baseline listed first) and the ray.init seconds. Even rounds time
+    the baseline before the Ray sweep, odd rounds after it, so that a machine drifting in speed over the minutes
+    of a round does not always favour the same variant."""
     folders = checkpoint_folders(setup, k)
-    base = time_runs(setup, folders)
     sweep = load_sweep(write_sweep(setup, k))  # planning is not timed
-    ray_timing, init_s = time_ray(sweep, setup.folder / f"store-ray-{k}-{round_}", setup.num_cpus)
+    store = setup.folder / f"store-ray-{k}-{round_}"
+    if round_ % 2 == 0:
+        base = time_runs(setup, folders)
+        ray_timing, init_s = time_ray(sweep, store, setup.num_cpus)
+    else:
+        ray_timing, init_s = time_ray(sweep, store, setup.num_cpus)
+        base = time_runs(setup, folders)
     rows = [Timing("sweep, ray incl. ray.init", ray_timing.seconds + init_s, ray_timing.tokens, ray_timing.load_s,
                    ray_timing.cell_s), ray_timing]
     if local:
