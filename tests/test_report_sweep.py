@@ -74,9 +74,18 @@ def test_one_curve_chart_per_model_with_the_collected_accuracies(page, store_roo
     assert figures(page)["sweep-0-curve-0"]["layout"]["xaxis"]["type"] == "log"
 
 
-def test_static_sweep_has_pngs(store_root, tmp_path):
-    page = build_report([store_root / "collect"], tmp_path / "static.html", static=True).read_text(encoding="utf-8")
-    assert page.count('src="data:image/png;base64,') == 3 and "Plotly" not in page
+def test_static_sweep_has_pngs_of_the_same_traces(store_root, tmp_path, page, monkeypatch):
+    from psyling.report import sweep_view
+
+    static = build_report([store_root / "collect"], tmp_path / "static.html", static=True).read_text(encoding="utf-8")
+    assert static.count('src="data:image/png;base64,') == 3 and "Plotly" not in static
+    drawn = []
+    monkeypatch.setattr(sweep_view, "figure_img", lambda fig, alt: drawn.append(fig) or "")
+    figure = figures(page)["sweep-0-curve-0"]  # model a: a line and its emergence cross
+    sweep_view.curve_png(figure, "a")
+    lines = drawn[0].axes[0].lines
+    plotted = [(list(line.get_xdata()), list(line.get_ydata())) for line in lines if line.get_marker() in ("o", "x")]
+    assert plotted == [(pytest.approx(t["x"]), pytest.approx(t["y"])) for t in figure["data"]]
 
 
 def test_a_sweep_and_runs_on_one_page(store_root, tmp_path, bpe_llama, bpe_gpt2):

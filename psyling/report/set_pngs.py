@@ -12,23 +12,24 @@ from .plots import condition_styles, load_pyplot
 MARKERS = {"circle": "o", "square": "s", "diamond": "D", "triangle-up": "^", "x": "X"}
 
 
-def _values(values: Sequence[Any]) -> np.ndarray:
+def trace_values(values: Sequence[Any]) -> np.ndarray:
     """Plotly's values (None for a gap) as floats (NaN)."""
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
-def _bars(error: dict[str, Any]) -> np.ndarray:
+def error_lengths(error: dict[str, Any]) -> np.ndarray:
     """A plotly error bar (``arrayminus``, ``array``) as matplotlib's (2, n) lengths, gaps (and rounding below
     zero) as 0."""
-    return np.clip(np.nan_to_num(np.array([_values(error["arrayminus"]), _values(error["array"])])), 0.0, None)
+    lengths = np.array([trace_values(error["arrayminus"]), trace_values(error["array"])])
+    return np.clip(np.nan_to_num(lengths), 0.0, None)
 
 
 def profile_png(traces: list[dict[str, Any]], names: list[str], set_name: str, critical: str) -> str:
     """The region chart: each trace's region means with their 95% CIs, the critical region shaded."""
     fig, ax = load_pyplot().subplots(figsize=(max(5.0, 1.1 * len(names) + 2), 3.8))
     for trace, style in zip(traces, condition_styles(len(traces))):
-        ax.errorbar(trace["x"], _values(trace["y"]), yerr=_bars(trace["error_y"]), capsize=3, label=trace["name"],
-                    **style)
+        ax.errorbar(trace["x"], trace_values(trace["y"]), yerr=error_lengths(trace["error_y"]), capsize=3,
+                    label=trace["name"], **style)
     if critical in names:
         ax.axvspan(names.index(critical) - 0.45, names.index(critical) + 0.45, color="0.92", zorder=0,
                    label="critical region")
@@ -45,7 +46,7 @@ def items_png(traces: list[dict[str, Any]], conditions: list[str], set_name: str
     fig, ax = load_pyplot().subplots(figsize=(max(5.0, 1.2 * len(conditions) + 2), 3.8))
     for trace in traces:
         marker = trace["marker"]
-        ax.scatter(trace["x"], _values(trace["y"]), s=18, alpha=0.75, color=marker["color"],
+        ax.scatter(trace["x"], trace_values(trace["y"]), s=18, alpha=0.75, color=marker["color"],
                    marker=MARKERS.get(marker["symbol"], "o"), label=trace["name"])
     ax.set_xticks(range(len(conditions)), conditions, rotation=30, ha="right")
     ax.set(xlabel="condition", ylabel=f"surprisal at {region} (bits)")
@@ -63,8 +64,8 @@ def forest_png(traces: list[dict[str, Any]], set_name: str, unit: str) -> str:
     for trace in traces:
         ax = axes[1] if trace["xaxis"] == "x2" else axes[0]
         y = len(rows) - 1 - rows.index(trace["name"])
-        ax.errorbar(_values(trace["x"]), [y], xerr=_bars(trace["error_x"]), capsize=3, color=trace["marker"]["color"],
-                    marker="D" if trace["marker"]["symbol"] == "diamond" else "o")
+        ax.errorbar(trace_values(trace["x"]), [y], xerr=error_lengths(trace["error_x"]), capsize=3,
+                    color=trace["marker"]["color"], marker="D" if trace["marker"]["symbol"] == "diamond" else "o")
     for ax, label in zip(axes, (f"effect ({unit})", "model effect (bits)")):
         ax.axvline(0, color="0.55", ls=":", lw=1)
         ax.set_xlabel(label)

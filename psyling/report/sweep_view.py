@@ -14,6 +14,7 @@ from ..errors import PsylingError, first_line
 from ..sweep.collect import COLLECT_KIND, COLLECT_TABLES, MIN_CHECKPOINTS
 from .html_parts import COLOURS, PLOT_CONFIG, csv_link, figure_div, figure_img, finite, html_table, text
 from .network import FOLD_ROWS
+from .set_pngs import error_lengths, trace_values
 
 
 @dataclass
@@ -87,21 +88,14 @@ def curve_level(curves: pd.DataFrame) -> str:
     return "phenomenon" if (curves["level"] == "phenomenon").any() else "set"
 
 
-def _drawn_curves(sweep: SweepTables) -> list[tuple[tuple[str, str], pd.DataFrame, pd.DataFrame]]:
-    """Per (model, settings) with at least two known steps: its curves at ``curve_level`` and the emergence rows
-    that found a step."""
+def _drawn_curves(sweep: SweepTables, level: str) -> list[tuple[tuple[str, str], pd.DataFrame, pd.DataFrame]]:
+    """Per (model, settings) with at least two known steps: its curves at ``level`` and the emergence rows that
+    found a step."""
     curves, fits = sweep.tables["learning_curves"], sweep.tables["emergence"]
-    if curves.empty:
-        return []
-    level = curve_level(curves)
     curves = curves[(curves["level"] == level) & curves["step"].notna()]
-    found = fits[(fits["level"] == level) & fits["converged"].astype(bool)] if not fits.empty else fits
-    out = []
-    for key, group in curves.groupby(["model", "settings"], sort=False):
-        if group["step"].nunique() >= 2:
-            mine = found[(found["model"] == key[0]) & (found["settings"] == key[1])] if not found.empty else found
-            out.append((key, group, mine))
-    return out
+    found = fits[(fits["level"] == level) & fits["converged"].astype(bool)]
+    return [(key, group, found[(found["model"] == key[0]) & (found["settings"] == key[1])])
+            for key, group in curves.groupby(["model", "settings"], sort=False) if group["step"].nunique() >= 2]
 
 
 def _above(upper: pd.Series, lower: pd.Series) -> pd.Series:
@@ -133,19 +127,19 @@ def curve_figure(curves: pd.DataFrame, fits: pd.DataFrame, title: str) -> dict[s
     return {"data": traces, "layout": layout, "config": PLOT_CONFIG}
 
 
-def curve_png(curves: pd.DataFrame, fits: pd.DataFrame, title: str) -> str:
-    """``curve_figure`` drawn with matplotlib, as an embedded PNG."""
+def curve_png(figure: dict[str, Any], title: str) -> str:
+    """``curve_figure``'s traces drawn with matplotlib (the same numbers), as an embedded PNG."""
     from .plots import load_pyplot
 
     fig, ax = load_pyplot().subplots(figsize=(7.5, 3.8))
-    for k, (name, rows) in enumerate(curves.groupby("name", sort=True)):
-        colour = COLOURS[k % len(COLOURS)]
-        ax.errorbar(rows["step"].astype(float), rows["accuracy"], capsize=2, marker="o", ms=3, color=colour,
-                    yerr=[_above(rows["accuracy"], rows["ci_low"]), _above(rows["ci_high"], rows["accuracy"])],
-                    label=str(name))
-        for fit in fits[fits["name"] == name].itertuples():
-            ax.errorbar([fit.step], [(fit.lo + fit.hi) / 2], marker="x", ms=8, color=colour, capsize=2,
-                        xerr=[[max(fit.step - fit.ci_low, 0.0)], [max(fit.ci_high - fit.step, 0.0)]])
+    for trace in figure["data"]:
+        line = trace["mode"] == "lines+markers"
+        error = trace["error_y"] if line else trace["error_x"]
+        bars = {"yerr" if line else "xerr": error_lengths(error)}
+        colour = trace["line"]["color"] if line else trace["marker"]["color"]
+        ax.errorbar(trace_values(trace["x"]), trace_values(trace["y"]), capsize=2, color=colour,
+                    marker="o" if line else "x", ms=3 if line else 8, ls="-" if line else "none",
+                    label=trace["name"] if line else None, **bars)
     ax.set_xscale("log")
     ax.set(xlabel="training step", ylabel="accuracy (Wilson 95% CI)", ylim=(-0.02, 1.02))
     ax.set_title(title, fontsize=9)
@@ -156,18 +150,18 @@ def curve_png(curves: pd.DataFrame, fits: pd.DataFrame, title: str) -> str:
 
 def _curves_part(sweep: SweepTables, index: int, static: bool) -> str:
     """One learning-curve chart per (model, settings) and the emergence table, or a sentence saying why not."""
-    drawn = _drawn_curves(sweep)
+    level = curve_level(sweep.tables["learning_curves"])
+    drawn = _drawn_curves(sweep, level)
     if not drawn:
         return ("<h3>Learning curves</h3><p class=\"caption\">No model of this sweep has two checkpoints with a "
                 "known training step, so there is no learning curve.</p>")
-    level = curve_level(sweep.tables["learning_curves"])
     charts = []
     for k, ((model, settings), curves, fits) in enumerate(drawn):
         title = f"{model}{'' if settings == 'default' else f' [{settings}]'}: accuracy per {level}"
-        charts.append(curve_png(curves, fits, title) if static else
-                      figure_div(f"sweep-{index}-curve-{k}", curve_figure(curves, fits, title)))
+        figure = curve_figure(curves, fits, title)
+        charts.append(curve_png(figure, title) if static else figure_div(f"sweep-{index}-curve-{k}", figure))
     fits = sweep.tables["emergence"]
-    fitted = fits[fits["n_checkpoints"] >= MIN_CHECKPOINTS] if not fits.empty else fits
+    fitted = fits[fits["n_checkpoints"] >= MIN_CHECKPOINTS]
     table = (html_table(fitted, f"{sweep.label}_emergence") if not fitted.empty else
              f"<p>No emergence step: it needs at least {MIN_CHECKPOINTS} checkpoints with a known step.</p>")
     if len(fitted) > FOLD_ROWS:
